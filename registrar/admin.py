@@ -1,0 +1,88 @@
+"""Django admin for the registrar's tables; writes go through the services."""
+from django import forms
+from django.contrib import admin, messages
+
+from registrar import services
+from registrar.models import AuthAttempt, Binding, Extension, SoftParameter
+
+
+class ExtensionForm(forms.ModelForm):
+    password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                               help_text="Leave empty to keep the current password (or, for a new extension, "
+                                         "to generate one, shown once).")
+
+    class Meta:
+        model = Extension
+        fields = ["number", "display_name", "enabled", "max_contacts"]
+
+
+@admin.register(Extension)
+class ExtensionAdmin(admin.ModelAdmin):
+    form = ExtensionForm
+    list_display = ["number", "display_name", "enabled", "max_contacts", "updated_at"]
+    search_fields = ["number", "display_name"]
+    list_filter = ["enabled"]
+
+    def save_model(self, request, obj, form, change):
+        password = form.cleaned_data.get("password") or None
+        if change:
+            services.update_extension(obj, display_name=obj.display_name, enabled=obj.enabled,
+                                      max_contacts=obj.max_contacts)
+            if password:
+                services.set_password(obj, password)
+            return
+        created, generated = services.create_extension(obj.number, password, obj.display_name,
+                                                       obj.max_contacts, obj.enabled)
+        obj.pk = created.pk
+        if generated:
+            messages.warning(request, f"Generated SIP password for {created.number}: {generated} "
+                                      "(shown once; it is stored only as hashes).")
+
+    def delete_model(self, request, obj):
+        services.delete_extension(obj)
+
+
+@admin.register(Binding)
+class BindingAdmin(admin.ModelAdmin):
+    list_display = ["extension", "contact_uri", "source_ip", "source_port", "transport", "user_agent",
+                    "expires_at", "last_refreshed"]
+    list_filter = ["transport"]
+    search_fields = ["extension__number", "contact_uri", "source_ip", "user_agent"]
+    readonly_fields = [f.name for f in Binding._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def delete_model(self, request, obj):
+        services.remove_binding(obj)
+
+
+@admin.register(SoftParameter)
+class SoftParameterAdmin(admin.ModelAdmin):
+    list_display = ["number", "name", "value", "default", "updated_at"]
+    readonly_fields = ["number", "name", "kind", "default", "minimum", "maximum", "description", "updated_at"]
+    fields = readonly_fields[:2] + ["value"] + readonly_fields[2:]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        services.set_soft_parameter(obj.number, obj.value)
+
+
+@admin.register(AuthAttempt)
+class AuthAttemptAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "source_ip", "extension_number", "auth_username", "user_agent", "reason",
+                    "status"]
+    list_filter = ["reason", "outcome", "transport"]
+    search_fields = ["extension_number", "auth_username", "source_ip", "user_agent"]
+    readonly_fields = [f.name for f in AuthAttempt._meta.fields] + ["explanation"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

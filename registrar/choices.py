@@ -1,0 +1,27 @@
+"""Enumerations with labels shared by models, admin, API and web UI."""
+from django.db import models
+
+from registrar.sip.reasons import EXPLANATIONS, Reason
+
+
+class Transport(models.TextChoices):
+    UDP = "udp", "UDP"
+    TCP = "tcp", "TCP"
+    TLS = "tls", "TLS"
+    WS = "ws", "WS"
+    WSS = "wss", "WSS"
+
+
+class AttemptOutcome(models.TextChoices):
+    REJECTED = "rejected", "Rejected"
+    CHALLENGED = "challenged", "Challenged again"
+
+
+ReasonCode = models.TextChoices("ReasonCode", [(r.name, (r.value, EXPLANATIONS[r])) for r in Reason])
+
+
+class ParameterKind(models.TextChoices):
+    BOOLEAN = "bool", "Boolean"
+    INTEGER = "int", "Integer"
+    TEXT = "text", "Text"
+    LIST = "list", "List of values"

@@ -1,0 +1,118 @@
+"""Extensions, their live bindings, soft parameters and authentication attempts.
+
+Models hold data and small derived facts; every write goes through
+``registrar.services`` so that the SIP worker, REST, web views and Celery share one
+write path.
+"""
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from registrar.choices import AttemptOutcome, ParameterKind, ReasonCode, Transport
+
+number_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
+    "An extension number is 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
+)
+
+
+class Extension(models.Model):
+    number = models.CharField(max_length=64, unique=True, validators=[number_validator],
+                              help_text="The user part of the address of record, e.g. 1001.")
+    display_name = models.CharField(max_length=128, blank=True)
+    enabled = models.BooleanField(default=True)
+    # HA1 = H(number:realm:password) per digest algorithm; the plaintext is never stored.
+    realm = models.CharField(max_length=255, editable=False)
+    ha1_md5 = models.CharField(max_length=32, editable=False)
+    ha1_sha256 = models.CharField(max_length=64, editable=False)
+    ha1_sha512_256 = models.CharField(max_length=64, editable=False)
+    max_contacts = models.PositiveSmallIntegerField(default=5)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self):
+        return f"{self.number} {self.display_name}".strip()
+
+    def ha1_by_algorithm(self):
+        return {"MD5": self.ha1_md5, "SHA-256": self.ha1_sha256, "SHA-512-256": self.ha1_sha512_256}
+
+
+class Binding(models.Model):
+    extension = models.ForeignKey(Extension, on_delete=models.CASCADE, related_name="bindings")
+    contact_uri = models.CharField(max_length=1024)
+    contact_params = models.CharField(max_length=1024, blank=True,
+                                      help_text="Contact header parameters other than expires, as sent.")
+    q = models.FloatField(null=True, blank=True)
+    instance_id = models.CharField(max_length=255, blank=True, help_text="+sip.instance (RFC 5626)")
+    reg_id = models.PositiveIntegerField(null=True, blank=True)
+    call_id = models.CharField(max_length=255)
+    cseq = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(db_index=True)
+    source_ip = models.GenericIPAddressField()
+    source_port = models.PositiveIntegerField()
+    transport = models.CharField(max_length=8, choices=Transport.choices)
+    user_agent = models.CharField(max_length=255, blank=True)
+    path = models.TextField(blank=True, help_text="Path header values (RFC 3327), comma separated.")
+    first_registered = models.DateTimeField()
+    last_refreshed = models.DateTimeField()
+
+    class Meta:
+        ordering = ["extension__number", "-q", "contact_uri"]
+        constraints = [
+            models.UniqueConstraint(fields=["extension", "contact_uri"], name="one_binding_per_contact"),
+        ]
+
+    def __str__(self):
+        return f"{self.extension.number} → {self.contact_uri}"
+
+    @property
+    def is_live(self):
+        return self.expires_at > timezone.now()
+
+
+class SoftParameter(models.Model):
+    number = models.PositiveIntegerField(primary_key=True)
+    name = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=8, choices=ParameterKind.choices)
+    value = models.JSONField()
+    default = models.JSONField()
+    minimum = models.IntegerField(null=True, blank=True)
+    maximum = models.IntegerField(null=True, blank=True)
+    description = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self):
+        return f"{self.number} {self.name}"
+
+
+class AuthAttempt(models.Model):
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    source_ip = models.GenericIPAddressField()
+    source_port = models.PositiveIntegerField()
+    transport = models.CharField(max_length=8, choices=Transport.choices)
+    method = models.CharField(max_length=32)
+    aor = models.CharField(max_length=255, blank=True, help_text="The address of record in To.")
+    extension_number = models.CharField(max_length=64, blank=True, db_index=True)
+    auth_username = models.CharField(max_length=255, blank=True)
+    user_agent = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    reason = models.CharField(max_length=32, choices=ReasonCode.choices, db_index=True)
+    status = models.PositiveSmallIntegerField(help_text="The SIP status answered.")
+    detail = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["source_ip", "created_at"])]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.extension_number or self.aor} {self.reason}"
+
+    @property
+    def explanation(self):
+        return ReasonCode(self.reason).label

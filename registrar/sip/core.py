@@ -1,0 +1,345 @@
+"""The registrar's protocol engine: datagrams or framed stream messages in, actions out.
+
+:class:`RegistrarCore` owns the decision for every request: parse, transaction
+matching, policy, digest authentication, registrar rules, and the exact bytes of
+every answer. It never waits: where the database must be consulted it hands back a
+:class:`StoreRegistration` action and continues when the adapter reports the outcome
+with :meth:`RegistrarCore.registration_stored`. Credentials come from a lookup the
+adapter keeps in memory.
+
+Uniform on the wire, explicit for the admin: an unknown user, a disabled extension
+and a wrong password all get the same fresh 401 challenge, after the same amount of
+hashing; the :class:`RecordAttempt` action carries the real reason.
+"""
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Callable, Mapping
+
+from registrar.sip import digest
+from registrar.sip.errors import SipError
+from registrar.sip.message import Request, check_request, parse_message
+from registrar.sip.policy import Policy
+from registrar.sip.reasons import Reason
+from registrar.sip.registrar import (
+    RegisterOutcome,
+    RegisterRequest,
+    contact_header_values,
+    interpret_register,
+)
+from registrar.sip.transactions import ServerTransactions, transaction_key
+
+ALLOWED_METHODS = "REGISTER, OPTIONS"
+SUPPORTED = "path"
+SERVER_NAME = "Regis"
+RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from; answers go back through the same transport."""
+
+    transport: str
+    ip: str
+    port: int
+    connection: object = None
+
+    @property
+    def reliable(self):
+        return self.transport in RELIABLE_TRANSPORTS
+
+
+@dataclass(frozen=True)
+class Credentials:
+    number: str
+    enabled: bool
+    ha1: Mapping[str, str]
+    max_contacts: int
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float
+    source: Source
+    method: str
+    aor: str
+    extension_number: str
+    auth_username: str
+    user_agent: str
+    outcome: str
+    reason: Reason
+    status: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Facts about the registering device that the database stores with each binding."""
+
+    source_ip: str
+    source_port: int
+    transport: str
+    user_agent: str
+    path: str
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    data: bytes
+    destination: Source
+
+
+@dataclass(frozen=True)
+class StoreRegistration:
+    ticket: int
+    register: RegisterRequest
+    origin: Origin
+    max_contacts: int
+    policy: Policy
+
+
+@dataclass(frozen=True)
+class RecordAttempt:
+    attempt: Attempt
+
+
+@dataclass
+class _Pending:
+    request: Request
+    source: Source
+    key: tuple
+    auth_username: str
+    started: float = field(default=0.0)
+
+
+class RegistrarCore:
+    def __init__(self, *, realm: str, secret: bytes, credentials: Callable[[str], Credentials | None],
+                 policy: Policy = Policy()):
+        self.realm = realm
+        self._secret = secret
+        self._credentials = credentials
+        self._tag_key = hashlib.sha256(b"to-tag" + secret).digest()
+        self._transactions = ServerTransactions()
+        self._pending: dict[int, _Pending] = {}
+        self._tickets = itertools.count(1)
+        self._nonce_counter = itertools.count(1)
+        self.set_policy(policy)
+
+    # -- configuration ---------------------------------------------------------------
+    def set_policy(self, policy: Policy) -> None:
+        self.policy = policy
+        self._nonces = digest.NonceFactory(self._secret, self.realm, policy.nonce_lifetime)
+        self._opaque = self._nonces.opaque()
+        if not hasattr(self, "_nc_tracker") or self._nc_tracker_lifetime != policy.nonce_lifetime:
+            self._nc_tracker = digest.NonceCountTracker(policy.nonce_lifetime)
+            self._nc_tracker_lifetime = policy.nonce_lifetime
+
+    @property
+    def pending_count(self):
+        return len(self._pending)
+
+    # -- input -----------------------------------------------------------------------
+    def receive(self, data: bytes, source: Source, now: float) -> list:
+        try:
+            message = parse_message(data)
+        except SipError as error:
+            return self._answer_unparsable(error, source)
+        if not isinstance(message, Request):
+            return []  # we send no requests yet, so no response is ours
+        return self.receive_request(message, source, now)
+
+    def receive_request(self, request: Request, source: Source, now: float) -> list:
+        if request.method == "ACK":
+            return []
+        try:
+            check_request(request)
+            key = transaction_key(request)
+        except SipError as error:
+            return self._reply_error(request, source, error)
+        is_new, cached, destination = self._transactions.begin(key)
+        if not is_new:
+            return [SendMessage(cached, destination)] if cached is not None else []
+        try:
+            if request.method == "REGISTER":
+                return self._register(request, source, key, now)
+            if request.method == "OPTIONS":
+                return self._finish(key, request, source, now, 200, "OK",
+                                    (("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"),
+                                     ("Supported", SUPPORTED)))
+            if request.method == "CANCEL":
+                return self._finish(key, request, source, now, 481, "Call/Transaction Does Not Exist")
+            return self._finish(key, request, source, now, 405, "Method Not Allowed",
+                                (("Allow", ALLOWED_METHODS),))
+        except SipError as error:
+            return self._finish(key, request, source, now, error.status or 400, error.reason, error.headers)
+
+    # -- REGISTER --------------------------------------------------------------------
+    def _register(self, request: Request, source: Source, key, now: float) -> list:
+        policy = self.policy
+        user_agent = request.user_agent or ""
+        if policy.ua_inspection and not _ua_accepted(user_agent, policy.accepted_user_agents):
+            return self._reject(key, request, source, now, 403, "Forbidden", Reason.UA_POLICY, "",
+                                f"User-Agent {user_agent!r} matches no accepted pattern")
+        register = interpret_register(request, policy)
+        authorization = self._pick_authorization(request)
+        if authorization is None:
+            return self._challenge(key, request, source, now)
+        try:
+            credentials = digest.parse_authorization(authorization)
+        except digest.MalformedCredentials as error:
+            return self._reject(key, request, source, now, 400, "Malformed Authorization Header",
+                                Reason.MALFORMED_CREDENTIALS, "", str(error)[:200])
+        extension = self._credentials(credentials.username)
+        usable = extension is not None and extension.enabled
+        verification = digest.verify(
+            credentials, method=request.method, ha1_by_algorithm=extension.ha1 if usable else None,
+            realm=self.realm, offered_algorithms=policy.digest_algorithms, nonces=self._nonces,
+            nc_tracker=self._nc_tracker, now=now,
+        )
+        verdict = verification.verdict
+        if verdict is not digest.Verdict.OK:
+            reason = _VERDICT_REASONS[verdict]
+            if reason is Reason.WRONG_PASSWORD and extension is None:
+                reason = Reason.UNKNOWN_USER
+            elif reason is Reason.WRONG_PASSWORD and not extension.enabled:
+                reason = Reason.DISABLED_EXTENSION
+            stale = verdict is digest.Verdict.STALE_NONCE
+            self_actions = self._challenge(key, request, source, now, stale=stale)
+            attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username,
+                                    verification.detail)
+            return [RecordAttempt(attempt), *self_actions]
+        if credentials.username != register.user:
+            return self._reject(key, request, source, now, 403, "Forbidden", Reason.AUTH_USER_MISMATCH,
+                                credentials.username,
+                                f"authenticated as {credentials.username!r}, registering {register.user!r}")
+        ticket = next(self._tickets)
+        self._pending[ticket] = _Pending(request, source, key, credentials.username, now)
+        origin = Origin(source.ip, source.port, source.transport, user_agent[:255],
+                        ", ".join(request.headers.get_all("Path")))
+        return [StoreRegistration(ticket, register, origin, extension.max_contacts, policy)]
+
+    def registration_stored(self, ticket: int, outcome: RegisterOutcome, now: float) -> list:
+        pending = self._pending.pop(ticket, None)
+        if pending is None:
+            return []
+        request, source = pending.request, pending.source
+        if outcome.ok:
+            headers = [("Contact", value) for value in contact_header_values(outcome.bindings, now)]
+            headers.append(("Date", formatdate(now, usegmt=True)))
+            return self._finish(pending.key, request, source, now, 200, "OK", headers)
+        actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase, outcome.headers)
+        if outcome.reason is not None:
+            attempt = self._attempt(request, source, now, "rejected", outcome.reason, outcome.status,
+                                    pending.auth_username)
+            actions.insert(0, RecordAttempt(attempt))
+        return actions
+
+    def registration_failed(self, ticket: int, now: float) -> list:
+        """The database could not store the binding: tell the phone to retry shortly."""
+        pending = self._pending.pop(ticket, None)
+        if pending is None:
+            return []
+        return self._finish(pending.key, pending.request, pending.source, now, 500, "Server Internal Error",
+                            (("Retry-After", "5"),))
+
+    def expire(self, now: float) -> None:
+        self._transactions.expire(now)
+
+    # -- answers ---------------------------------------------------------------------
+    def _pick_authorization(self, request):
+        values = request.headers.get_all("Authorization")
+        if not values:
+            return None
+        for value in values:
+            if f'realm="{self.realm}"' in value:
+                return value
+        return values[0]
+
+    def _challenge(self, key, request, source, now, stale=False):
+        # Two challenges in the same microsecond must still differ, or the second
+        # phone's nc=1 would look like a replay of the first's.
+        nonce = self._nonces.issue(now, entropy=next(self._nonce_counter).to_bytes(8, "big"))
+        headers = [("WWW-Authenticate", value) for value in
+                   digest.challenge_values(self.realm, nonce, self._opaque, self.policy.digest_algorithms, stale)]
+        return self._finish(key, request, source, now, 401, "Unauthorized", headers)
+
+    def _reject(self, key, request, source, now, status, phrase, reason, auth_username, detail=""):
+        attempt = self._attempt(request, source, now, "rejected", reason, status, auth_username, detail)
+        return [RecordAttempt(attempt), *self._finish(key, request, source, now, status, phrase)]
+
+    def _attempt(self, request, source, now, outcome, reason, status, auth_username, detail=""):
+        to_uri = request.to.uri
+        return Attempt(
+            at=now, source=source, method=request.method, aor=to_uri.address_of_record()[:255],
+            extension_number=(to_uri.user_unescaped or "")[:64], auth_username=auth_username[:255],
+            user_agent=(request.user_agent or "")[:255], outcome=outcome, reason=reason, status=status,
+            detail=detail[:255],
+        )
+
+    def _finish(self, key, request, source, now, status, phrase, headers=()):
+        data, destination = self._response_bytes(request, source, status, phrase, headers)
+        self._transactions.complete(key, data, destination, now, source.reliable)
+        return [SendMessage(data, destination)]
+
+    def _reply_error(self, request, source, error: SipError):
+        if error.drop:
+            return []
+        try:
+            data, destination = self._response_bytes(request, source, error.status, error.reason, error.headers)
+        except SipError:
+            return []
+        return [SendMessage(data, destination)]
+
+    def _answer_unparsable(self, error: SipError, source: Source):
+        request = getattr(error, "request", None)
+        if error.drop or request is None:
+            return []
+        return self._reply_error(request, source, error)
+
+    def _to_tag(self, request):
+        material = f"{request.call_id}\x00{request.from_.tag or ''}".encode()
+        return hashlib.blake2b(material, key=self._tag_key[:32], digest_size=8).hexdigest()
+
+    def _response_bytes(self, request, source, status, phrase, headers):
+        top_via = request.top_via
+        via_params = list(top_via.params)
+        if source.transport == "udp" or top_via.host != source.ip:
+            if top_via.host != source.ip:
+                via_params = [p for p in via_params if p[0] != "received"] + [("received", source.ip)]
+        destination = source
+        if top_via.has_param("rport"):
+            via_params = [(n, str(source.port) if n == "rport" else v) for n, v in via_params]
+        elif not source.reliable:
+            destination = Source(source.transport, source.ip, top_via.port or 5060, source.connection)
+        param_text = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in via_params)
+        lines = [f"SIP/2.0 {status} {phrase}",
+                 f"Via: {top_via.protocol}/{top_via.transport} {top_via.sent_by}{param_text}"]
+        lines.extend(f"Via: {via}" for via in request.headers.get_all("Via")[1:])
+        lines.append(f"From: {request.headers.get('From')}")
+        to_value = request.headers.get("To")
+        if request.to.tag is None:
+            to_value = f"{to_value};tag={self._to_tag(request)}"
+        lines.append(f"To: {to_value}")
+        lines.append(f"Call-ID: {request.call_id}")
+        lines.append(f"CSeq: {request.headers.get('CSeq')}")
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        lines.append(f"Server: {SERVER_NAME}")
+        lines.append("Content-Length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode(), destination
+
+
+_VERDICT_REASONS = {
+    digest.Verdict.STALE_NONCE: Reason.STALE_NONCE,
+    digest.Verdict.FORGED_NONCE: Reason.FORGED_NONCE,
+    digest.Verdict.REPLAYED_NONCE: Reason.REPLAYED_NONCE,
+    digest.Verdict.WRONG_PASSWORD: Reason.WRONG_PASSWORD,
+    digest.Verdict.UNSUPPORTED_ALGORITHM: Reason.UNSUPPORTED_ALGORITHM,
+    digest.Verdict.REALM_MISMATCH: Reason.REALM_MISMATCH,
+    digest.Verdict.MALFORMED: Reason.MALFORMED_CREDENTIALS,
+}
+
+
+def _ua_accepted(user_agent: str, patterns) -> bool:
+    lowered = user_agent.lower()
+    return any(pattern.lower() in lowered for pattern in patterns)

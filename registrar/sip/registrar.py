@@ -1,0 +1,221 @@
+"""The registrar rules of RFC 3261 §10.3, as pure functions.
+
+:func:`interpret_register` turns a parsed REGISTER into a :class:`RegisterRequest`
+(what it asks for, with every expiry resolved); :func:`apply_register` takes the
+bindings currently stored for the address of record and decides what changes.  The
+services layer calls :func:`apply_register` inside the database transaction that
+persists the outcome, so several worker processes stay correct with one database.
+
+Decisions the RFC leaves to us:
+- The registrar serves one domain; the Request-URI and the To host are not checked
+  against it (phones commonly put the server's IP address there, as in seed 000).
+- Max contacts per AOR: when a REGISTER would exceed the extension's limit, the
+  contacts refreshed longest ago are replaced (a rebooted phone with a new Contact
+  must not be locked out); a single REGISTER that by itself asks for more contacts
+  than the limit is refused with 403 "Too Many Contacts".
+- A REGISTER whose CSeq is not newer than the one stored for the same Call-ID and
+  contact is refused with 400 "Invalid CSeq Number", as Kamailio does.
+"""
+from dataclasses import dataclass, replace
+
+from registrar.sip.errors import SipError
+from registrar.sip.message import Request
+from registrar.sip.policy import Policy
+from registrar.sip.reasons import Reason
+
+MAX_EXPIRES_VALUE = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class BindingState:
+    """One stored binding, as the rules need it. Times are seconds since the epoch."""
+
+    contact_uri: str
+    contact_params: str
+    q: float | None
+    instance_id: str
+    reg_id: int | None
+    call_id: str
+    cseq: int
+    expires_at: float
+    last_refreshed: float
+
+
+@dataclass(frozen=True)
+class ContactRequest:
+    uri: str
+    params: str
+    q: float | None
+    instance_id: str
+    reg_id: int | None
+    expires: int
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    user: str
+    call_id: str
+    cseq: int
+    star: bool
+    contacts: tuple[ContactRequest, ...]
+
+
+@dataclass(frozen=True)
+class RegisterOutcome:
+    status: int
+    phrase: str
+    headers: tuple[tuple[str, str], ...] = ()
+    reason: Reason | None = None
+    upserts: tuple[BindingState, ...] = ()
+    removals: tuple[str, ...] = ()
+    bindings: tuple[BindingState, ...] = ()
+
+    @property
+    def ok(self):
+        return self.status == 200
+
+
+_PARAMS_KEPT_APART = frozenset({"expires", "q", "+sip.instance", "reg-id"})
+
+
+def _param_text(params):
+    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
+
+
+def _parse_q(value):
+    try:
+        q = float(value)
+    except ValueError:
+        raise SipError(400, "Invalid q Value in Contact") from None
+    if not 0.0 <= q <= 1.0:
+        raise SipError(400, "Invalid q Value in Contact")
+    return q
+
+
+def _parse_delta(value, what):
+    if not value or not value.isdigit():
+        raise SipError(400, f"Invalid {what}")
+    return min(int(value), MAX_EXPIRES_VALUE)
+
+
+def interpret_register(request: Request, policy: Policy) -> RegisterRequest:
+    """What the REGISTER asks for. Raises SipError (400) for what §10.3 forbids."""
+    user = request.to.uri.user_unescaped
+    if not user:
+        raise SipError(400, "To Header Has No User Part")
+    header_expires = request.expires
+    cseq, _ = request.cseq
+    if request.contact_star:
+        if request.contacts:
+            raise SipError(400, "Contact: * Must Be the Only Contact")
+        if header_expires != 0:
+            raise SipError(400, "Contact: * Requires Expires: 0")
+        return RegisterRequest(user, request.call_id, cseq, True, ())
+    contacts = []
+    for contact in request.contacts:
+        expires_param = contact.param("expires")
+        if expires_param is not None:
+            expires = _parse_delta(expires_param, "expires Parameter in Contact")
+        elif header_expires is not None:
+            expires = header_expires
+        else:
+            expires = policy.default_expires
+        q_text = contact.param("q")
+        reg_id_text = contact.param("reg-id")
+        contacts.append(
+            ContactRequest(
+                uri=str(contact.uri),
+                params=_param_text(p for p in contact.params if p[0] not in _PARAMS_KEPT_APART),
+                q=_parse_q(q_text) if q_text is not None else None,
+                instance_id=contact.param("+sip.instance") or "",
+                reg_id=_parse_delta(reg_id_text, "reg-id") if reg_id_text is not None else None,
+                expires=expires,
+            )
+        )
+    return RegisterRequest(user, request.call_id, cseq, False, tuple(contacts))
+
+
+def _refuse(status, phrase, reason, headers=()):
+    return RegisterOutcome(status, phrase, headers, reason)
+
+
+def apply_register(current, register: RegisterRequest, now: float, policy: Policy, max_contacts: int) -> RegisterOutcome:
+    """Decide a REGISTER against the stored bindings ``current`` of its AOR."""
+    live = {b.contact_uri: b for b in current if b.expires_at > now}
+    removals = [b.contact_uri for b in current if b.expires_at <= now]
+
+    if register.star:
+        for binding in live.values():
+            if binding.call_id == register.call_id and register.cseq <= binding.cseq:
+                return _refuse(400, "Invalid CSeq Number", Reason.OUT_OF_ORDER)
+        return RegisterOutcome(200, "OK", removals=tuple(removals + list(live)), bindings=())
+
+    for contact in register.contacts:
+        if 0 < contact.expires < policy.min_expires:
+            return _refuse(423, "Interval Too Brief", Reason.INTERVAL_TOO_BRIEF,
+                           (("Min-Expires", str(policy.min_expires)),))
+    if len(register.contacts) > max_contacts:
+        return _refuse(403, "Too Many Contacts", Reason.TOO_MANY_CONTACTS)
+
+    upserts = {}
+    for contact in register.contacts:
+        existing = live.get(contact.uri)
+        if existing is None and contact.instance_id and contact.reg_id is not None:
+            # RFC 5626 §6: a new flow for the same instance and reg-id replaces the old one.
+            existing_flow = next((b for b in live.values() if b.instance_id == contact.instance_id
+                                  and b.reg_id == contact.reg_id), None)
+            if existing_flow is not None:
+                del live[existing_flow.contact_uri]
+                removals.append(existing_flow.contact_uri)
+        if existing is not None and existing.call_id == register.call_id and register.cseq <= existing.cseq:
+            return _refuse(400, "Invalid CSeq Number", Reason.OUT_OF_ORDER)
+        if contact.expires == 0:
+            if existing is not None:
+                del live[contact.uri]
+                removals.append(contact.uri)
+            upserts.pop(contact.uri, None)
+            continue
+        expires = min(contact.expires, policy.max_expires)
+        state = BindingState(
+            contact_uri=contact.uri,
+            contact_params=contact.params,
+            q=contact.q,
+            instance_id=contact.instance_id,
+            reg_id=contact.reg_id,
+            call_id=register.call_id,
+            cseq=register.cseq,
+            expires_at=now + expires,
+            last_refreshed=now,
+        )
+        live[contact.uri] = state
+        upserts[contact.uri] = state
+
+    overflow = len(live) - max_contacts
+    if overflow > 0:
+        for victim in sorted((b for b in live.values() if b.contact_uri not in upserts),
+                             key=lambda b: b.last_refreshed)[:overflow]:
+            del live[victim.contact_uri]
+            removals.append(victim.contact_uri)
+
+    return RegisterOutcome(200, "OK", upserts=tuple(upserts.values()), removals=tuple(removals),
+                           bindings=tuple(sorted(live.values(), key=lambda b: (-(b.q or 0), b.contact_uri))))
+
+
+def contact_header_values(bindings, now: float) -> list[str]:
+    """The Contact values of a 200 OK: every current binding with its remaining expiry."""
+    values = []
+    for binding in bindings:
+        remaining = max(0, int(binding.expires_at - now + 0.5))
+        params = binding.contact_params
+        if binding.q is not None:
+            params += f";q={binding.q:g}"
+        if binding.instance_id:
+            params += f";+sip.instance={binding.instance_id}"
+        if binding.reg_id is not None:
+            params += f";reg-id={binding.reg_id}"
+        values.append(f"<{binding.contact_uri}>{params};expires={remaining}")
+    return values
+
+
+def with_expiry(binding: BindingState, expires_at: float) -> BindingState:
+    return replace(binding, expires_at=expires_at)

@@ -1,0 +1,109 @@
+"""The catalogue of soft parameters: runtime policy that lives in the database.
+
+Numbers follow the gateway convention admins know from seed 000 (286 is the
+third-party User-Agent inspection). The catalogue is the schema: the data migration
+seeds it, services validate values against it, and :func:`policy_from_values` turns
+the stored values into the core's :class:`~registrar.sip.policy.Policy`.
+"""
+from dataclasses import dataclass
+
+from registrar.choices import ParameterKind
+from registrar.sip.policy import Policy
+
+ALGORITHM_CHOICES = ("SHA-256", "MD5", "SHA-512-256")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    number: int
+    name: str
+    kind: str
+    default: object
+    description: str
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple = ()
+
+
+CATALOGUE = (
+    ParameterSpec(100, "min_expires", ParameterKind.INTEGER, 60,
+                  "Shortest registration interval accepted, in seconds; shorter requests get 423 Interval Too Brief "
+                  "with Min-Expires.", 1, 86400),
+    ParameterSpec(101, "default_expires", ParameterKind.INTEGER, 3600,
+                  "Registration interval used when the phone asks for none, in seconds.", 1, 86400),
+    ParameterSpec(102, "max_expires", ParameterKind.INTEGER, 7200,
+                  "Longest registration interval granted, in seconds; longer requests are shortened to it.", 1, 604800),
+    ParameterSpec(103, "nonce_lifetime", ParameterKind.INTEGER, 300,
+                  "How long a digest challenge (nonce) stays valid, in seconds; after that the phone is "
+                  "challenged again with stale=true.", 10, 86400),
+    ParameterSpec(104, "digest_algorithms", ParameterKind.LIST, ["SHA-256", "MD5"],
+                  "Digest algorithms offered in a 401 challenge, in order of preference (one WWW-Authenticate "
+                  "each). Known: SHA-256, MD5, SHA-512-256.", choices=ALGORITHM_CHOICES),
+    ParameterSpec(286, "third_party_ua_inspection", ParameterKind.BOOLEAN, False,
+                  "Third-party User-Agent inspection: when on, a REGISTER whose User-Agent matches none of the "
+                  "accepted patterns (parameter 287) is refused with 403 Forbidden without a challenge."),
+    ParameterSpec(287, "accepted_user_agents", ParameterKind.LIST, [],
+                  "User-Agent patterns (case-insensitive substrings) accepted when parameter 286 is on."),
+)
+
+BY_NUMBER = {spec.number: spec for spec in CATALOGUE}
+BY_NAME = {spec.name: spec for spec in CATALOGUE}
+
+
+def spec_for(key) -> ParameterSpec:
+    """Find a parameter by number (int or digits) or name; KeyError if there is none."""
+    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        return BY_NUMBER[int(key)]
+    return BY_NAME[key]
+
+
+def coerce(spec: ParameterSpec, value):
+    """The typed value for ``value`` (which may be text from a form or the CLI); ValueError says why not."""
+    if spec.kind == ParameterKind.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "on", "yes"):
+            return True
+        if text in ("0", "false", "off", "no"):
+            return False
+        raise ValueError(f"{spec.name} takes 0 or 1 (on/off), not {value!r}")
+    if spec.kind == ParameterKind.INTEGER:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{spec.name} takes a whole number, not {value!r}") from None
+        if spec.minimum is not None and number < spec.minimum:
+            raise ValueError(f"{spec.name} must be at least {spec.minimum}")
+        if spec.maximum is not None and number > spec.maximum:
+            raise ValueError(f"{spec.name} must be at most {spec.maximum}")
+        return number
+    if spec.kind == ParameterKind.LIST:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        items = [str(item).strip() for item in items if str(item).strip()]
+        if spec.choices:
+            canonical = {choice.lower(): choice for choice in spec.choices}
+            unknown = [item for item in items if item.lower() not in canonical]
+            if unknown:
+                raise ValueError(f"{spec.name}: unknown value(s) {', '.join(unknown)}; known: {', '.join(spec.choices)}")
+            items = [canonical[item.lower()] for item in items]
+            if not items:
+                raise ValueError(f"{spec.name} needs at least one value")
+        return items
+    return str(value)
+
+
+def policy_from_values(values: dict) -> Policy:
+    def get(name):
+        return values.get(name, BY_NAME[name].default)
+
+    min_expires = get("min_expires")
+    return Policy(
+        min_expires=min_expires,
+        default_expires=max(get("default_expires"), min_expires),
+        max_expires=max(get("max_expires"), min_expires),
+        nonce_lifetime=get("nonce_lifetime"),
+        digest_algorithms=tuple(get("digest_algorithms")) or ("SHA-256", "MD5"),
+        ua_inspection=bool(get("third_party_ua_inspection")),
+        accepted_user_agents=tuple(get("accepted_user_agents")),
+    )

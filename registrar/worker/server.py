@@ -1,0 +1,284 @@
+"""The asyncio adapter that runs :class:`~registrar.sip.core.RegistrarCore` on sockets.
+
+The event loop thread only moves bytes and actions: it feeds the core with the
+wall-clock ``now`` (nonces and binding expiries are absolute times), sends what the
+core answers, and hands database work to a single database thread. Nothing here
+calls the ORM on the loop thread.
+
+Group commit: REGISTERs that pass authentication queue up while one batch is being
+committed; the next batch takes everything queued (up to SIP_COMMIT_BATCH), so under
+load many REGISTERs share one transaction, and each is answered when its batch has
+committed — a 200 OK always means the binding is durable.
+"""
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import close_old_connections, connections
+
+from registrar import services
+from registrar.sip.core import RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration
+from registrar.sip.errors import SipError
+from registrar.sip.framing import KeepAlive, StreamFramer
+
+log = logging.getLogger("regis.sip")
+
+POLL_INTERVAL = 0.5
+MAX_DATAGRAM = 65535
+TCP_IDLE_TIMEOUT = 900.0
+
+
+def _db_job(function, *args):
+    """Run ``function`` in the database thread with a usable connection."""
+    close_old_connections()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()
+
+
+class Listener:
+    """Parses 'udp:HOST:PORT' / 'tcp:[::1]:PORT'."""
+
+    def __init__(self, text: str):
+        transport, _, rest = text.partition(":")
+        host, _, port = rest.rpartition(":")
+        if transport not in ("udp", "tcp") or not host or not port.isdigit():
+            raise ValueError(f"listen address must look like udp:HOST:PORT or tcp:HOST:PORT, not {text!r}")
+        self.transport = transport
+        self.host = host.strip("[]")
+        self.port = int(port)
+
+    def __str__(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+class _UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, worker):
+        self.worker = worker
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if len(data) > MAX_DATAGRAM:
+            return
+        self.worker.feed(data, Source("udp", addr[0], addr[1], self))
+
+    def send(self, data, destination):
+        if self.transport is not None:
+            self.transport.sendto(data, (destination.ip, destination.port))
+
+    def error_received(self, exc):
+        log.debug("udp error: %s", exc)
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, worker):
+        self.worker = worker
+        self.framer = StreamFramer()
+        self.transport = None
+        self.source = None
+        self.idle_timer = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        ip, port = transport.get_extra_info("peername")[:2]
+        self.source = Source("tcp", ip, port, self)
+        self.worker.connections.add(self)
+        self._touch()
+
+    def _touch(self):
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self.close)
+
+    def data_received(self, data):
+        self._touch()
+        try:
+            frames = self.framer.feed(data)
+        except SipError as error:
+            log.info("closing tcp %s:%s: %s", self.source.ip, self.source.port, error.reason)
+            self.close()
+            return
+        for frame in frames:
+            if isinstance(frame, KeepAlive):
+                self.transport.write(b"\r\n")
+            else:
+                self.worker.feed(frame, self.source)
+
+    def send(self, data, destination):
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self):
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.worker.connections.discard(self)
+        self.transport = None
+
+
+class SipWorker:
+    def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print):
+        self.listeners = [Listener(text) if isinstance(text, str) else text for text in listeners]
+        self.commit_batch = commit_batch
+        self.announce = announce
+        self.credentials = {}
+        self.core = RegistrarCore(realm=realm, secret=secret, credentials=self._lookup_credentials)
+        self.connections = set()
+        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regis-db")
+        self._store_queue = []
+        self._attempt_queue = []
+        self._storing = False
+        self._recording = False
+        self._extensions_version = None
+        self._parameters_version = None
+        self._servers = []
+        self._stopping = None
+        self.loop = None
+        self.stats = {"received": 0, "errors": 0, "batches": 0, "stored": 0}
+
+    def _lookup_credentials(self, user):
+        return self.credentials.get(user)
+
+    # -- bytes in, actions out ---------------------------------------------------------
+    def feed(self, data: bytes, source: Source) -> None:
+        self.stats["received"] += 1
+        try:
+            actions = self.core.receive(data, source, time.time())
+        except Exception:
+            # The worker never dies on a packet; the traceback says what to fix.
+            self.stats["errors"] += 1
+            log.exception("unhandled error on a message from %s:%s", source.ip, source.port)
+            return
+        self._perform(actions)
+
+    def _perform(self, actions) -> None:
+        for action in actions:
+            if isinstance(action, SendMessage):
+                destination = action.destination
+                destination.connection.send(action.data, destination)
+            elif isinstance(action, StoreRegistration):
+                self._store_queue.append(action)
+            elif isinstance(action, RecordAttempt):
+                self._attempt_queue.append(action.attempt)
+        if self._store_queue and not self._storing:
+            self._start_store_batch()
+        if self._attempt_queue and not self._recording:
+            self._start_attempt_flush()
+
+    def _start_store_batch(self) -> None:
+        batch = self._store_queue[: self.commit_batch]
+        del self._store_queue[: self.commit_batch]
+        self._storing = True
+        future = self.loop.run_in_executor(self.db, _db_job, services.store_registrations, batch, time.time())
+        future.add_done_callback(lambda f: self._store_done(batch, f))
+
+    def _store_done(self, batch, future) -> None:
+        self._storing = False
+        now = time.time()
+        error = future.exception()
+        actions = []
+        if error is not None:
+            log.error("storing %d registrations failed: %r", len(batch), error)
+            for item in batch:
+                actions.extend(self.core.registration_failed(item.ticket, now))
+        else:
+            self.stats["batches"] += 1
+            self.stats["stored"] += len(batch)
+            for item, outcome in zip(batch, future.result()):
+                actions.extend(self.core.registration_stored(item.ticket, outcome, now))
+        self._perform(actions)
+        if self._store_queue and not self._storing:
+            self._start_store_batch()
+
+    def _start_attempt_flush(self) -> None:
+        attempts, self._attempt_queue = self._attempt_queue, []
+        self._recording = True
+        future = self.loop.run_in_executor(self.db, _db_job, services.record_attempts, attempts)
+        future.add_done_callback(self._attempts_done)
+
+    def _attempts_done(self, future) -> None:
+        self._recording = False
+        if future.exception() is not None:
+            log.error("recording auth attempts failed: %r", future.exception())
+        if self._attempt_queue:
+            self._start_attempt_flush()
+
+    # -- caches kept in step with the database ------------------------------------------
+    def _read_changes(self, extensions_version, parameters_version):
+        """In the database thread: what changed since the versions the loop has seen."""
+        new_ext_version = services.extensions_version()
+        snapshot = services.credentials_snapshot() if new_ext_version != extensions_version else None
+        new_param_version = services.soft_parameters_version()
+        policy = services.current_policy() if new_param_version != parameters_version else None
+        return new_ext_version, snapshot, new_param_version, policy
+
+    async def refresh_caches(self) -> None:
+        versions = await self.loop.run_in_executor(
+            self.db, _db_job, self._read_changes, self._extensions_version, self._parameters_version)
+        self._extensions_version, snapshot, self._parameters_version, policy = versions
+        if snapshot is not None:
+            self.credentials = snapshot
+            log.info("credentials cache loaded: %d extensions", len(snapshot))
+        if policy is not None:
+            self.core.set_policy(policy)
+            log.info("policy loaded: %s", policy)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                await self.refresh_caches()
+            except Exception:
+                log.exception("reading changes from the database failed; retrying")
+            self.core.expire(time.time())
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.refresh_caches()
+        for listener in self.listeners:
+            if listener.transport == "udp":
+                transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda: _UdpEndpoint(self), local_addr=(listener.host, listener.port))
+                if listener.port == 0:
+                    listener.port = transport.get_extra_info("sockname")[1]
+                self._servers.append(transport)
+            else:
+                server = await self.loop.create_server(
+                    lambda: _TcpConnection(self), listener.host, listener.port, reuse_address=True)
+                if listener.port == 0:
+                    listener.port = server.sockets[0].getsockname()[1]
+                self._servers.append(server)
+        self._poller = asyncio.ensure_future(self._poll_forever())
+
+    async def stop(self) -> None:
+        self._poller.cancel()
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.close()
+        deadline = time.monotonic() + 5
+        while (self._storing or self._recording or self._store_queue) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.loop.run_in_executor(self.db, connections.close_all)
+        self.db.shutdown(wait=True)
+
+    async def run(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(signum, stop.set)
+        self.announce("Regis SIP ready: " + " ".join(str(listener) for listener in self.listeners))
+        await stop.wait()
+        self.announce("Regis SIP stopping")
+        await self.stop()
