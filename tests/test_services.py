@@ -108,14 +108,15 @@ def test_soft_parameters_are_seeded_and_validated():
 
 
 def test_the_credentials_fingerprint_changes_with_every_kind_of_change():
-    seen = {services.extensions_version()}
+    services.create_extension("1000", "pw")
+    seen = [services.extensions_version()]
     extension, _ = services.create_extension("1001", "pw")
-    seen.add(services.extensions_version())
+    seen.append(services.extensions_version())
     services.set_password(extension, "other")
-    seen.add(services.extensions_version())
+    seen.append(services.extensions_version())
     services.delete_extension(extension)
-    seen.add(services.extensions_version())
-    assert len(seen) == 4
+    seen.append(services.extensions_version())
+    assert all(before != after for before, after in zip(seen, seen[1:]))
     services.create_extension("1002", "pw", enabled=False)
     snapshot = services.credentials_snapshot()
     assert snapshot["1002"].enabled is False and snapshot["1002"].ha1["MD5"]

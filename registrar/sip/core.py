@@ -31,7 +31,8 @@ from registrar.sip.registrar import (
 from registrar.sip.transactions import ServerTransactions, transaction_key
 
 ALLOWED_METHODS = "REGISTER, OPTIONS"
-SUPPORTED = "path"
+SUPPORTED_OPTIONS = frozenset({"path"})
+SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
 SERVER_NAME = "Regis"
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
 
@@ -153,7 +154,7 @@ class RegistrarCore:
         if request.method == "ACK":
             return []
         try:
-            check_request(request)
+            check_request(request, SUPPORTED_OPTIONS)
             key = transaction_key(request)
         except SipError as error:
             return self._reply_error(request, source, error)
@@ -303,14 +304,16 @@ class RegistrarCore:
 
     def _response_bytes(self, request, source, status, phrase, headers):
         top_via = request.top_via
+        has_rport = top_via.has_param("rport")
         via_params = list(top_via.params)
-        if source.transport == "udp" or top_via.host != source.ip:
-            if top_via.host != source.ip:
-                via_params = [p for p in via_params if p[0] != "received"] + [("received", source.ip)]
+        if has_rport or top_via.host != source.ip:
+            # RFC 3261 §18.2.1; with rport, RFC 3581 §4 wants received even when equal.
+            via_params = [p for p in via_params if p[0] != "received"] + [("received", source.ip)]
         destination = source
-        if top_via.has_param("rport"):
+        if has_rport:
             via_params = [(n, str(source.port) if n == "rport" else v) for n, v in via_params]
         elif not source.reliable:
+            # RFC 3261 §18.2.2: without rport, the port in sent-by (default 5060).
             destination = Source(source.transport, source.ip, top_via.port or 5060, source.connection)
         param_text = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in via_params)
         lines = [f"SIP/2.0 {status} {phrase}",
