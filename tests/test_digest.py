@@ -110,13 +110,6 @@ def test_it_matches_the_fips_180_4_sha512_256_vector():
     # so the FIPS 180-4 example for "abc" is the reference instead.
     abc = "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
     assert hash_hex("SHA-512-256", "abc") == abc
-    assert digest._sha512_256_pure(b"abc").hex() == abc
-
-
-@pytest.mark.parametrize("length", [0, 1, 55, 111, 112, 127, 128, 129, 300])
-def test_it_has_a_pure_sha512_256_fallback_equal_to_hashlib(length):
-    data = bytes(i % 251 for i in range(length))
-    assert digest._sha512_256_pure(data) == hashlib.new("sha512_256", data).digest()
 
 
 def test_it_rejects_unknown_algorithms_when_hashing():

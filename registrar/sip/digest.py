@@ -65,10 +65,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import functools
 import hashlib
 import hmac
-import math
 import re
 import struct
 from collections import OrderedDict
@@ -124,19 +122,6 @@ def _require_algorithm(name: str) -> str:
 # --------------------------------------------------------------------------- hashing
 
 
-def _openssl_has_sha512_256() -> bool:
-    # Builds of OpenSSL without the truncated SHA-512 variants exist (and some FIPS
-    # configurations refuse it); hashlib then raises ValueError.
-    try:
-        hashlib.new("sha512_256", b"")
-    except ValueError:
-        return False
-    return True
-
-
-_HAVE_OPENSSL_SHA512_256 = _openssl_has_sha512_256()
-
-
 def _digest(algorithm: str, data: bytes) -> bytes:
     if algorithm == "MD5":
         # MD5 is mandated by the protocol here, not chosen; FIPS builds refuse it
@@ -144,9 +129,8 @@ def _digest(algorithm: str, data: bytes) -> bytes:
         return hashlib.md5(data, usedforsecurity=False).digest()
     if algorithm == "SHA-256":
         return hashlib.sha256(data).digest()
-    if _HAVE_OPENSSL_SHA512_256:
-        return hashlib.new("sha512_256", data).digest()
-    return _sha512_256_pure(data)
+    # SHA-512/256 (FIPS 180-4), which OpenSSL 1.1.1+ — required by Python 3.11 — provides.
+    return hashlib.new("sha512_256", data).digest()
 
 
 def hash_hex(algorithm: str, data: str) -> str:
@@ -157,78 +141,6 @@ def hash_hex(algorithm: str, data: str) -> str:
 def compute_ha1(username: str, realm: str, password: str, algorithm: str) -> str:
     """Lowercase hex of H(username:realm:password), what we store instead of passwords."""
     return hash_hex(algorithm, f"{username}:{realm}:{password}")
-
-
-# SHA-512/256 per FIPS 180-4, used only when hashlib lacks it. The constants are
-# derived from their definitions (fractional parts of square and cube roots of primes,
-# and the SHA-512/t IV generation function of §5.3.6) rather than typed in.
-
-_MASK64 = (1 << 64) - 1
-
-
-def _first_primes(count: int) -> list[int]:
-    primes: list[int] = []
-    candidate = 2
-    while len(primes) < count:
-        if all(candidate % p for p in primes if p * p <= candidate):
-            primes.append(candidate)
-        candidate += 1
-    return primes
-
-
-def _integer_cube_root(n: int) -> int:
-    root = 1 << ((n.bit_length() + 2) // 3)  # an overestimate, so Newton descends
-    while True:
-        better = (2 * root + n // (root * root)) // 3
-        if better >= root:
-            return root
-        root = better
-
-
-def _rotate_right(x: int, n: int) -> int:
-    return ((x >> n) | (x << (64 - n))) & _MASK64
-
-
-def _sha512_compress(state: tuple[int, ...], block: bytes, k: tuple[int, ...]) -> tuple[int, ...]:
-    w = list(struct.unpack(">16Q", block))
-    for t in range(16, 80):
-        s0 = _rotate_right(w[t - 15], 1) ^ _rotate_right(w[t - 15], 8) ^ (w[t - 15] >> 7)
-        s1 = _rotate_right(w[t - 2], 19) ^ _rotate_right(w[t - 2], 61) ^ (w[t - 2] >> 6)
-        w.append((w[t - 16] + s0 + w[t - 7] + s1) & _MASK64)
-    a, b, c, d, e, f, g, h = state
-    for t in range(80):
-        sum1 = _rotate_right(e, 14) ^ _rotate_right(e, 18) ^ _rotate_right(e, 41)
-        choose = (e & f) ^ (~e & g)
-        t1 = (h + sum1 + choose + k[t] + w[t]) & _MASK64
-        sum0 = _rotate_right(a, 28) ^ _rotate_right(a, 34) ^ _rotate_right(a, 39)
-        majority = (a & b) ^ (a & c) ^ (b & c)
-        t2 = (sum0 + majority) & _MASK64
-        a, b, c, d, e, f, g, h = (t1 + t2) & _MASK64, a, b, c, (d + t1) & _MASK64, e, f, g
-    return tuple((x + y) & _MASK64 for x, y in zip(state, (a, b, c, d, e, f, g, h)))
-
-
-def _sha512_family(data: bytes, iv: tuple[int, ...], k: tuple[int, ...]) -> bytes:
-    padding = b"\x80" + b"\x00" * ((111 - len(data)) % 128)
-    message = data + padding + (len(data) * 8).to_bytes(16, "big")
-    state = iv
-    for start in range(0, len(message), 128):
-        state = _sha512_compress(state, message[start : start + 128], k)
-    return struct.pack(">8Q", *state)
-
-
-@functools.lru_cache(maxsize=1)
-def _sha512_256_constants() -> tuple[tuple[int, ...], tuple[int, ...]]:
-    primes = _first_primes(80)
-    k = tuple(_integer_cube_root(p << 192) & _MASK64 for p in primes)
-    sha512_iv = tuple(math.isqrt(p << 128) & _MASK64 for p in primes[:8])
-    generation_iv = tuple(h ^ 0xA5A5A5A5A5A5A5A5 for h in sha512_iv)
-    iv = struct.unpack(">8Q", _sha512_family(b"SHA-512/256", generation_iv, k))
-    return iv, k
-
-
-def _sha512_256_pure(data: bytes) -> bytes:
-    iv, k = _sha512_256_constants()
-    return _sha512_family(data, iv, k)[:32]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -388,6 +300,7 @@ class NonceStatus(enum.Enum):
 
 
 _TIMESTAMP = struct.Struct(">Q")  # microseconds since the epoch
+_MASK64 = (1 << 64) - 1
 _MAC_BYTES = 16
 _MAX_ENTROPY_BYTES = 32
 _MAX_NONCE_CHARS = 4 * ((_TIMESTAMP.size + _MAX_ENTROPY_BYTES + _MAC_BYTES + 2) // 3)
