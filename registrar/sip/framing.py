@@ -32,6 +32,12 @@ _find_content_lengths = re.compile(
 
 
 class StreamFramer:
+    """One per connection: feed it what the socket read, get back whole messages.
+
+    Each message comes out exactly as received (start line to the last body byte), ready
+    for :func:`~registrar.sip.message.parse_message`; the rest stays buffered.
+    """
+
     def __init__(self, max_message_bytes: int = 65535, max_header_lines: int = 256) -> None:
         self.max_message_bytes = max_message_bytes
         self.max_header_lines = max_header_lines

@@ -12,16 +12,19 @@ Parsing is two-speed, because the REGISTER hot path needs only a handful of fiel
   message is acceptable at all: start line, mandatory headers present, no conflicting
   duplicates, CSeq method, Content-Length.
 * Structured headers (Via, From/To, Contact, CSeq, Expires, ...) are parsed on first
-  access and cached. A malformed one raises :class:`SipError` (400 for a request, drop
-  for a response) at that moment; :func:`check_request` touches the essentials so those
-  errors surface before the registrar acts.
+  access and cached (edit ``headers`` before reading them, not after). A malformed one
+  raises :class:`SipError` (400 for a request, drop for a response) at that moment;
+  :func:`check_request` touches the essentials so those errors surface before the
+  registrar acts.
 
 Every datagram is treated per RFC 3261 §18.3: bytes past Content-Length are discarded,
 a body shorter than Content-Length is an error, and without Content-Length the body is
-the rest of the datagram. Over a stream, :class:`~registrar.sip.framing.StreamFramer`
-cuts exactly one message per call, so the same rules hold.
+the rest of the datagram. On a stream, :class:`~registrar.sip.framing.StreamFramer`
+hands over one message at a time, so the same rules hold.
 
-Nothing here reads the clock or touches a socket.
+Header fields are UTF-8 (RFC 3261 §25: TEXT-UTF8); bytes that are not become U+FFFD,
+so every value can be stored and encoded again without a second thought. The body is
+left as bytes. Nothing here reads the clock or touches a socket.
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ import re
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from registrar.sip.errors import SipError
-from registrar.sip.uri import NameAddr, Uri, Via, parse_name_addr, parse_uri, parse_via, split_comma_list
+from registrar.sip.uri import (
+    NameAddr,
+    Uri,
+    Via,
+    is_token,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_comma_list,
+)
 
 COMPACT_FORMS: dict[str, str] = {
     "i": "Call-ID",
@@ -88,9 +100,12 @@ _SINGLE_VALUED = (
     ("content-length", "Content-Length"), ("max-forwards", "Max-Forwards"), ("expires", "Expires"),
 )  # fmt: skip
 
+_COPIED_INTO_RESPONSES = (
+    ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"), ("timestamp", "Timestamp"),
+)  # fmt: skip
+
 _WHITESPACE = " \t"
 _MAX_DELTA_SECONDS = 2**32 - 1
-_is_token = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+").fullmatch
 _is_sip_version = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE).fullmatch
 
 
@@ -164,7 +179,7 @@ class Headers:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str]], index: dict[str, list[str]]) -> Headers:
+    def _from_parsed(cls, items: list[tuple[str, str]], index: dict[str, list[str]] | None) -> Headers:
         headers = cls.__new__(cls)
         headers._items = items
         headers._index = index
@@ -256,7 +271,7 @@ class _Message:
     @_parsed_on_first_use
     def cseq(self) -> tuple[int, str]:
         parts = self._required("CSeq").split()
-        if len(parts) != 2 or not _is_digits(parts[0]) or not _is_token(parts[1]):
+        if len(parts) != 2 or not _is_digits(parts[0]) or not is_token(parts[1]):
             raise self._error("Malformed CSeq header")
         # RFC 3261 §8.1.1.5: the number must be below 2**31 (RFC 4475 scalar02).
         number = _bounded_int(parts[0], 2**31 - 1)
@@ -339,7 +354,7 @@ class _Message:
         lines += [f"{name}: {value}" for name, value in self.headers._items if name != "Content-Length"]
         lines.append(f"Content-Length: {len(self.body)}")
         lines.append("\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        return "\r\n".join(lines).encode()
 
 
 class Request(_Message):
@@ -417,16 +432,20 @@ def parse_message(data: bytes) -> Request | Response:
             # No empty line: the header section runs to the end of the datagram (the
             # copy of RFC 4475's baddn.dat in circulation lost its final CRLF).
             end = body_start = len(data)
-    text = data[start:end].decode("utf-8", "surrogateescape")
+    text = data[start:end].decode("utf-8", "replace").rstrip("\r\n")
     if newline == "\n":
         text = text.replace("\r\n", "\n")
-    lines = text.rstrip("\r\n").split(newline)
+    line_breaks = text.count(newline)
+    # A CR or LF that does not end a line would be echoed into our answers (From, To
+    # and Via are copied back): such a line is malformed.
+    stray_breaks = text.count("\n") != line_breaks or text.count("\r") != (line_breaks if newline == "\r\n" else 0)
+    lines = text.split(newline)
     if "\n " in text or "\n\t" in text:
         lines = _unfold(lines)
     start_line = lines[0]
     if start_line[:4].upper() == "SIP/":
-        return _parse_response(start_line, lines, data, body_start)
-    return _parse_request(start_line, lines, data, body_start)
+        return _parse_response(start_line, lines, data, body_start, stray_breaks)
+    return _parse_request(start_line, lines, data, body_start, stray_breaks)
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -445,17 +464,20 @@ def _join_folded(pieces: list[str]) -> str:
     return " ".join([pieces[0].rstrip(_WHITESPACE)] + [piece for piece in pieces[1:] if piece])
 
 
-def _split_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
+def _split_header_lines(lines: list[str], stray_breaks: bool) -> tuple[Headers, str | None]:
     """Header lines (after the start line) to Headers; also the first unreadable line."""
     items: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
     bad_line = None
     for line in lines[1:]:
+        if stray_breaks and ("\r" in line or "\n" in line):
+            bad_line = bad_line or line
+            continue
         name, colon, value = line.partition(":")
         known = _NAMES.get(name.lower())
         if known is None or not colon:
             name = name.rstrip(_WHITESPACE)
-            if not colon or not _is_token(name):
+            if not colon or not is_token(name):
                 bad_line = bad_line or line
                 continue
             known = _NAMES.get(name.lower()) or (name.lower(), name)
@@ -470,26 +492,24 @@ def _split_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
     return Headers._from_parsed(items, index), bad_line
 
 
-def _parse_request(start_line: str, lines: list[str], data: bytes, body_start: int) -> Request:
+def _parse_request(start_line: str, lines: list[str], data: bytes, body_start: int, stray_breaks: bool) -> Request:
     method = start_line.split(" ", 1)[0]
     version = start_line.rstrip(_WHITESPACE).rpartition(" ")[2]
-    if not _is_token(method) or version[:4].upper() != "SIP/":
+    if not is_token(method) or version[:4].upper() != "SIP/":
         raise SipError(None, "Not a SIP message")
-    headers, bad_line = _split_header_lines(lines)
+    headers, bad_line = _split_header_lines(lines, stray_breaks)
     parts = start_line.split(" ")
     if len(parts) != 3 or not all(parts):
         # RFC 4475 lwsstart, trws, lwsruri: one SP between elements, none elsewhere.
-        stand_in = Request(method, _unparsed_uri(start_line[len(method) :].strip()), "SIP/2.0", headers)
-        raise SipError(400, "Malformed Request-Line", request=stand_in)
+        raise _start_line_error("Malformed Request-Line", method, start_line[len(method) :].strip(), headers)
     method, uri_text, version = parts
     if not _is_sip_version(version):
-        stand_in = Request(method, _unparsed_uri(uri_text), "SIP/2.0", headers)
-        raise SipError(400, "Malformed SIP-Version", request=stand_in)
+        raise _start_line_error("Malformed SIP-Version", method, uri_text, headers)
     try:
         uri = parse_uri(uri_text)
     except SipError:
         # RFC 4475 ltgtruri: no <> around the Request-URI.
-        raise SipError(400, "Malformed Request-URI", request=Request(method, _unparsed_uri(uri_text), "SIP/2.0", headers)) from None
+        raise _start_line_error("Malformed Request-URI", method, uri_text, headers) from None
     request = Request(method, uri, version.upper(), headers)
     try:
         if request.version != "SIP/2.0":
@@ -506,7 +526,13 @@ def _parse_request(start_line: str, lines: list[str], data: bytes, body_start: i
     return request
 
 
-def _parse_response(start_line: str, lines: list[str], data: bytes, body_start: int) -> Response:
+def _start_line_error(reason: str, method: str, uri_text: str, headers: Headers) -> SipError:
+    # The header fields are still good for an answer; the URI holds the raw text.
+    stand_in = Request(method, Uri("", None, None, "", None, (), "", uri_text), "SIP/2.0", headers)
+    return SipError(400, reason, request=stand_in)
+
+
+def _parse_response(start_line: str, lines: list[str], data: bytes, body_start: int, stray_breaks: bool) -> Response:
     version, _, rest = start_line.partition(" ")
     code, _, reason = rest.partition(" ")
     if version.upper() != "SIP/2.0":
@@ -514,12 +540,14 @@ def _parse_response(start_line: str, lines: list[str], data: bytes, body_start: 
     if not (len(code) == 3 and code.isascii() and code.isdigit() and "1" <= code[0] <= "6"):
         # RFC 4475 bigcode: a status code is three digits, 100-699.
         raise SipError(None, "Malformed Status-Line")
-    headers, bad_line = _split_header_lines(lines)
+    headers, bad_line = _split_header_lines(lines, stray_breaks)
     if bad_line is not None:
         raise SipError(None, "Malformed header line")
     response = Response(int(code), reason, "SIP/2.0", headers)
     _check_headers(headers, None)
-    response.cseq  # noqa: B018 - a response we cannot match to a transaction is useless (RFC 4475 scalarlg)
+    # Parsed now, not lazily: a response whose CSeq cannot be read matches no
+    # transaction and is dropped here (RFC 4475 scalarlg).
+    response.cseq
     response.body = _body(headers, data, body_start, None)
     return response
 
@@ -547,10 +575,6 @@ def _body(headers: Headers, data: bytes, body_start: int, status: int | None) ->
         # RFC 4475 clerr: on a datagram the rest of the body is not coming.
         raise SipError(status, "Body shorter than Content-Length")
     return data[body_start : body_start + length]
-
-
-def _unparsed_uri(text: str) -> Uri:
-    return Uri("", None, None, "", None, (), "", text)
 
 
 def check_request(request: Request, supported: frozenset[str] = frozenset({"path", "outbound", "gruu"})) -> None:
@@ -600,7 +624,7 @@ def response_to(
     """
     received = request.headers
     items: list[tuple[str, str]] = [("Via", via) for via in received._values("via")]
-    for key, name in (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"), ("timestamp", "Timestamp")):
+    for key, name in _COPIED_INTO_RESPONSES:
         values = received._values(key)
         if not values:
             continue
@@ -608,7 +632,7 @@ def response_to(
         if key == "to" and to_tag is not None and not _has_tag(request, value):
             value = f"{value};tag={to_tag}"
         items.append((name, value))
-    response = Response(status, reason, "SIP/2.0", Headers._from_parsed(items, None))  # type: ignore[arg-type]
+    response = Response(status, reason, "SIP/2.0", Headers._from_parsed(items, None))
     for name, value in headers:
         response.headers.add(name, value)
     return response

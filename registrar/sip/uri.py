@@ -28,7 +28,7 @@ from registrar.sip.errors import SipError
 
 Params = tuple[tuple[str, str | None], ...]
 
-_is_token = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+").fullmatch
+is_token = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+").fullmatch
 _is_scheme = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*").fullmatch
 # The userinfo part is matched separately from the rest, and only when an '@' is
 # present: one regex with an optional userinfo group would backtrack quadratically on a
@@ -61,7 +61,7 @@ def _bad(reason: str) -> SipError:
 
 
 def _decode(text: str) -> str:
-    return unquote(text, errors="surrogateescape") if "%" in text else text
+    return unquote(text, errors="replace") if "%" in text else text
 
 
 def _param_lookup(params: Params, name: str) -> str | None:
@@ -183,7 +183,7 @@ class Uri:
                 return f"sip:{self.host}"
             user = self.user
             if "%" in user:
-                user = quote(_decode(user), safe=_USER_SAFE, errors="surrogateescape")
+                user = quote(_decode(user), safe=_USER_SAFE)
             return f"sip:{user}@{self.host}"
         if self.scheme == "tel":
             return f"tel:{(self.user or '').translate(_TEL_VISUAL_SEPARATORS)}"
@@ -203,9 +203,9 @@ class Uri:
         if self.port is not None:
             parts.append(f":{self.port}")
         for name, value in self.params:
-            parts += (";", quote(name, safe=_PARAM_SAFE, errors="surrogateescape"))
+            parts += (";", quote(name, safe=_PARAM_SAFE))
             if value is not None:
-                parts += ("=", quote(value, safe=_PARAM_SAFE, errors="surrogateescape"))
+                parts += ("=", quote(value, safe=_PARAM_SAFE))
         if self.headers:
             parts += ("?", self.headers)
         return "".join(parts)
@@ -316,7 +316,7 @@ def parse_name_addr(text: str) -> NameAddr:
             return _parse_addr_spec(value, text)
         words = value[:less_than].split()
         if words:
-            if not all(_is_token(word) for word in words):
+            if not all(is_token(word) for word in words):
                 raise _bad("Display name with special characters must be quoted")
             display_name = " ".join(words)
         rest = value[less_than:]
