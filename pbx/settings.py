@@ -115,11 +115,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not :memory:, so that a runsip process started by the end-to-end tests
-    # sees the same test database as the test process.
-    DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", str(DATA_DIR / "test.sqlite3"))}
-elif env("TEST_DATABASE_NAME"):
+if env("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

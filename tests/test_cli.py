@@ -42,3 +42,23 @@ def test_errors_are_sentences():
         run("create", "1003", "--password", "x")
     with pytest.raises(CommandError, match="number"):
         run("create", "bad number", "--password", "x")
+
+
+def softparam(*args):
+    from io import StringIO
+
+    out = StringIO()
+    call_command("softparam", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_softparam_show_and_set_like_the_gateway_cli():
+    assert "Value:       0" in softparam("show", "286")
+    assert "286 third_party_ua_inspection = 1" in softparam("set", "286", "1")
+    assert "Value:       1" in softparam("show", "third_party_ua_inspection")
+    softparam("set", "104", "MD5")
+    assert "MD5" in softparam("list")
+    with pytest.raises(CommandError, match="whole number"):
+        softparam("set", "100", "soon")
+    with pytest.raises(CommandError, match="no soft parameter"):
+        softparam("show", "999")
