@@ -140,6 +140,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 LOGIN_URL = "/admin/login/"
 
 REDIS_URL = env("REDIS_URL")
+LIVE_RELAY_SOCKET = ""
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
@@ -147,6 +148,9 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Other processes reach the web process's in-memory layer through this socket
+    # (registrar.live, webui.relay).
+    LIVE_RELAY_SOCKET = env("LIVE_RELAY_SOCKET", str(DATA_DIR / "live.sock"))
     CELERY_TASK_ALWAYS_EAGER = True
     CELERY_BROKER_URL = "memory://localhost/"
 CELERY_TASK_IGNORE_RESULT = True

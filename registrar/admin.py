@@ -70,7 +70,7 @@ class SoftParameterAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        services.set_soft_parameter(obj.number, obj.value)
+        services.set_soft_parameter(obj.number, obj.value, user=request.user, via="admin")
 
 
 @admin.register(AuthAttempt)

@@ -4,6 +4,7 @@ Models hold data and small derived facts; every write goes through
 ``registrar.services`` so that the SIP worker, REST, web views and Celery share one
 write path.
 """
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -89,6 +90,24 @@ class SoftParameter(models.Model):
 
     def __str__(self):
         return f"{self.number} {self.name}"
+
+
+class SoftParameterChange(models.Model):
+    """The audit trail of soft parameters: who changed what, when, from where."""
+
+    parameter = models.ForeignKey(SoftParameter, on_delete=models.CASCADE, related_name="changes")
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.CharField(max_length=150, help_text="Who, as shown: a username, or the shell user for the CLI.")
+    via = models.CharField(max_length=16, help_text="web, api, cli or admin")
+    old_value = models.JSONField(null=True)
+    new_value = models.JSONField()
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self):
+        return f"{self.parameter_id} {self.old_value!r} → {self.new_value!r} by {self.actor} via {self.via}"
 
 
 class AuthAttempt(models.Model):

@@ -15,8 +15,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from registrar import softparams
-from registrar.models import AuthAttempt, Binding, Extension, SoftParameter
+from registrar import events, live, softparams
+from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
 from registrar.sip import digest
 from registrar.sip.core import Credentials
 from registrar.sip.reasons import Reason
@@ -191,10 +191,14 @@ def _upsert_bindings(upserts, first_registered) -> None:
 
 
 def remove_binding(binding: Binding) -> None:
+    """Force-unregister one binding (the phone re-registers at its next refresh)."""
+    removed = events.binding_removed(binding)
     binding.delete()
+    transaction.on_commit(lambda: live.publish([removed]))
 
 
 def purge_expired_bindings(now: datetime | None = None) -> int:
+    """Delete bindings past expiry (they already stopped counting at their expiry moment)."""
     deleted, _ = Binding.objects.filter(expires_at__lte=now or timezone.now()).delete()
     return deleted
 
@@ -229,8 +233,12 @@ def ensure_soft_parameters() -> None:
     ])
 
 
-def set_soft_parameter(key, value) -> SoftParameter:
-    """Validate and store a soft parameter; ValidationError names the field on bad input."""
+def set_soft_parameter(key, value, *, user=None, actor: str = "", via: str = "cli") -> SoftParameter:
+    """Validate, store and audit a soft parameter; ValidationError names the field on bad input.
+
+    ``user`` is the Django user who made the change (web, API, admin); ``actor`` names
+    who it was when there is no user (the shell account for the CLI).
+    """
     try:
         spec = softparams.spec_for(key)
     except KeyError:
@@ -240,9 +248,18 @@ def set_soft_parameter(key, value) -> SoftParameter:
     except ValueError as error:
         raise ValidationError({"value": str(error)}) from None
     ensure_soft_parameters()
-    parameter = SoftParameter.objects.get(number=spec.number)
-    parameter.value = typed
-    parameter.save()
+    with transaction.atomic():
+        parameter = SoftParameter.objects.select_for_update().get(number=spec.number)
+        old_value = parameter.value
+        if old_value == typed:
+            return parameter
+        parameter.value = typed
+        parameter.save()
+        SoftParameterChange.objects.create(
+            parameter=parameter, changed_by=user, actor=(user.get_username() if user else actor) or "unknown",
+            via=via, old_value=old_value, new_value=typed,
+        )
+        transaction.on_commit(lambda: live.publish([events.soft_parameter_changed(parameter, user or actor)]))
     return parameter
 
 

@@ -1,2 +1,8 @@
-"""Websocket routes of the web process (the live dashboard arrives with the dashboard issue)."""
-websocket_urlpatterns = []
+"""Websocket routes of the web process."""
+from django.urls import path
+
+from webui.consumers import LiveConsumer
+
+websocket_urlpatterns = [
+    path("ws/live/", LiveConsumer.as_asgi()),
+]

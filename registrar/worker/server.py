@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import close_old_connections, connections
 
-from registrar import services
+from registrar import events, live, services
 from registrar.sip.core import RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration
 from registrar.sip.errors import SipError
 from registrar.sip.framing import KeepAlive, StreamFramer
@@ -126,6 +126,23 @@ class _TcpConnection(asyncio.Protocol):
         self.transport = None
 
 
+def _registration_events(batch, outcomes, now):
+    published = []
+    for item, outcome in zip(batch, outcomes):
+        if not outcome.ok:
+            continue
+        origin, user = item.origin, item.register.user
+        for state in outcome.upserts:
+            published.append(events.registration_changed(
+                "registered", user, state.contact_uri, origin.source_ip, origin.source_port, origin.transport,
+                origin.user_agent, state.expires_at, now))
+        for contact in outcome.removals:
+            published.append(events.registration_changed(
+                "unregistered", user, contact, origin.source_ip, origin.source_port, origin.transport,
+                origin.user_agent, None, now))
+    return published
+
+
 class SipWorker:
     def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print):
         self.listeners = [Listener(text) if isinstance(text, str) else text for text in listeners]
@@ -194,8 +211,10 @@ class SipWorker:
         else:
             self.stats["batches"] += 1
             self.stats["stored"] += len(batch)
-            for item, outcome in zip(batch, future.result()):
+            outcomes = future.result()
+            for item, outcome in zip(batch, outcomes):
                 actions.extend(self.core.registration_stored(item.ticket, outcome, now))
+            live.publish_from_loop(_registration_events(batch, outcomes, now))
         self._perform(actions)
         if self._store_queue and not self._storing:
             self._start_store_batch()
@@ -204,12 +223,14 @@ class SipWorker:
         attempts, self._attempt_queue = self._attempt_queue, []
         self._recording = True
         future = self.loop.run_in_executor(self.db, _db_job, services.record_attempts, attempts)
-        future.add_done_callback(self._attempts_done)
+        future.add_done_callback(lambda f: self._attempts_done(attempts, f))
 
-    def _attempts_done(self, future) -> None:
+    def _attempts_done(self, attempts, future) -> None:
         self._recording = False
         if future.exception() is not None:
             log.error("recording auth attempts failed: %r", future.exception())
+        else:
+            live.publish_from_loop([events.attempt_recorded(attempt) for attempt in attempts])
         if self._attempt_queue:
             self._start_attempt_flush()
 

@@ -1,4 +1,6 @@
 """`manage.py softparam list|show N|set N VALUE`: soft parameters, as on the gateway's CLI."""
+import getpass
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -34,7 +36,7 @@ class Command(BaseCommand):
             return
         if action == "set":
             try:
-                parameter = services.set_soft_parameter(key, value)
+                parameter = services.set_soft_parameter(key, value, actor=f"{getpass.getuser()} (shell)", via="cli")
             except ValidationError as error:
                 raise CommandError("; ".join(" ".join(m) for m in error.message_dict.values())) from None
             self.stdout.write(f"{parameter.number} {parameter.name} = {_format(parameter.value)}")

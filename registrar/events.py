@@ -1,0 +1,51 @@
+"""The live-event contract: the one group, the message type and every payload's shape.
+
+Producers (the SIP worker after each commit, services after theirs) build events with
+these functions and hand them to :mod:`registrar.live`; the browser's websocket
+consumer (``webui.consumers``) forwards them as they are. Every event is a flat JSON
+object with a ``type`` and an ``at`` (seconds since the epoch):
+
+- ``registration``: action "registered" or "unregistered", extension, contact, source
+  ("ip:port"), transport, user_agent, expires_at (seconds, or null when unregistered)
+- ``attempt``: a rejected or re-challenged request — extension, auth_username, source,
+  transport, user_agent, reason (code), explanation (a sentence), status
+- ``softparam``: number, name, value, by
+"""
+import time
+
+from registrar.sip.reasons import EXPLANATIONS, Reason
+
+GROUP = "regis.live"
+MESSAGE_TYPE = "live.events"
+
+
+def registration_changed(action, extension, contact, source_ip, source_port, transport, user_agent,
+                         expires_at, at=None):
+    return {
+        "type": "registration", "action": action, "extension": extension, "contact": contact,
+        "source": f"{source_ip}:{source_port}", "transport": transport, "user_agent": user_agent,
+        "expires_at": expires_at, "at": at if at is not None else time.time(),
+    }
+
+
+def binding_removed(binding):
+    return registration_changed("unregistered", binding.extension.number, binding.contact_uri, binding.source_ip,
+                                binding.source_port, binding.transport, binding.user_agent, None)
+
+
+def attempt_recorded(attempt):
+    """From a :class:`registrar.sip.core.Attempt`."""
+    reason = Reason(attempt.reason)
+    return {
+        "type": "attempt", "extension": attempt.extension_number, "auth_username": attempt.auth_username,
+        "source": f"{attempt.source.ip}:{attempt.source.port}", "transport": attempt.source.transport,
+        "user_agent": attempt.user_agent, "reason": reason.value, "explanation": EXPLANATIONS[reason],
+        "status": attempt.status, "at": attempt.at,
+    }
+
+
+def soft_parameter_changed(parameter, by):
+    return {
+        "type": "softparam", "number": parameter.number, "name": parameter.name, "value": parameter.value,
+        "by": getattr(by, "username", None) or str(by or ""), "at": time.time(),
+    }

@@ -1,0 +1,51 @@
+"""The embedded default's bridge into the web process's in-memory channel layer.
+
+Producers in other processes send live events as datagrams to a Unix socket
+(:mod:`registrar.live`); this relay, started by the first websocket consumer of the
+web process, forwards them to the consumers' group. With Redis it is not needed and
+never starts.
+"""
+import asyncio
+import json
+import logging
+import os
+import socket
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from registrar.events import GROUP, MESSAGE_TYPE
+
+log = logging.getLogger("regis.live")
+_relay = None
+
+
+class _RelayProtocol(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.layer = get_channel_layer()
+
+    def datagram_received(self, data, addr):
+        try:
+            events = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(events, list):
+            asyncio.ensure_future(self.layer.group_send(GROUP, {"type": MESSAGE_TYPE, "events": events}))
+
+
+async def ensure_started() -> None:
+    global _relay
+    path = settings.LIVE_RELAY_SOCKET
+    if not path or _relay is not None:
+        return
+    _relay = "starting"
+    try:
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        _relay, _ = await asyncio.get_running_loop().create_datagram_endpoint(_RelayProtocol, sock=sock)
+    except OSError:
+        log.exception("cannot listen for live events on %s", path)
+        _relay = None
