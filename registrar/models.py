@@ -135,3 +135,18 @@ class AuthAttempt(models.Model):
     @property
     def explanation(self):
         return ReasonCode(self.reason).label
+
+
+class HourlyStat(models.Model):
+    """Successful registrations and failed attempts per hour, kept by the write path so
+    that the dashboard's chart never scans the attempts table."""
+
+    hour = models.DateTimeField(primary_key=True)
+    registrations = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["hour"]
+
+    def __str__(self):
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.registrations} ok, {self.failures} failed"

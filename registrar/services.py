@@ -6,7 +6,7 @@ parameters, the registrar rules applied inside one transaction) exists once.
 """
 import secrets
 import string
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
@@ -16,7 +16,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from registrar import events, live, softparams
-from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
+from registrar.models import AuthAttempt, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange
 from registrar.sip import digest
 from registrar.sip.core import Credentials
 from registrar.sip.reasons import Reason
@@ -157,7 +157,23 @@ def store_registrations(requests, now: float) -> list[RegisterOutcome]:
             Binding.objects.filter(pk__in=removed_ids).delete()
         if upserts:
             _upsert_bindings(upserts, _from_epoch(now))
+        _count_in_hour(now, registrations=sum(1 for outcome in outcomes if outcome.ok))
     return outcomes
+
+
+_HOUR_SQL = (
+    f"INSERT INTO {HourlyStat._meta.db_table} (hour, registrations, failures) VALUES (%s, %s, %s) "
+    f"ON CONFLICT (hour) DO UPDATE SET registrations = {HourlyStat._meta.db_table}.registrations "
+    f"+ EXCLUDED.registrations, failures = {HourlyStat._meta.db_table}.failures + EXCLUDED.failures"
+)
+
+
+def _count_in_hour(at: float, registrations: int = 0, failures: int = 0) -> None:
+    if not (registrations or failures):
+        return
+    hour = connection.ops.adapt_datetimefield_value(_from_epoch(at // 3600 * 3600))
+    with connection.cursor() as cursor:
+        cursor.execute(_HOUR_SQL, [hour, registrations, failures])
 
 
 _UPSERT_COLUMNS = ("extension_id", "contact_uri", "contact_params", "q", "instance_id", "reg_id", "call_id", "cseq",
@@ -210,6 +226,13 @@ def live_bindings():
 # -- authentication attempts -----------------------------------------------------------
 def record_attempts(attempts) -> None:
     """Store :class:`registrar.sip.core.Attempt` records, many per statement."""
+    with transaction.atomic():
+        _insert_attempts(attempts)
+        for hour, count in Counter(int(a.at // 3600) for a in attempts).items():
+            _count_in_hour(hour * 3600, failures=count)
+
+
+def _insert_attempts(attempts) -> None:
     AuthAttempt.objects.bulk_create([
         AuthAttempt(
             created_at=_from_epoch(a.at), source_ip=a.source.ip, source_port=a.source.port,
