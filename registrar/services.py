@@ -296,3 +296,20 @@ def soft_parameters_version():
 
 def current_policy():
     return softparams.policy_from_values(soft_parameter_values())
+
+
+# -- API tokens ------------------------------------------------------------------------
+def issue_api_token(user) -> str:
+    """A new API token for ``user``, replacing any previous one; the key is shown once."""
+    from rest_framework.authtoken.models import Token
+
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        return Token.objects.create(user=user).key
+
+
+def revoke_api_token(user) -> bool:
+    from rest_framework.authtoken.models import Token
+
+    deleted, _ = Token.objects.filter(user=user).delete()
+    return bool(deleted)

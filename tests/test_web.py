@@ -17,7 +17,7 @@ def admin_client(client, django_user_model):
 
 def test_the_status_page_needs_a_login(client):
     response = client.get("/")
-    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    assert response.status_code == 302 and "/login/" in response["Location"]
 
 
 def test_the_status_page_lists_live_registrations(admin_client):
