@@ -25,3 +25,12 @@ def can_read(user) -> bool:
     if not (user.is_authenticated and user.is_active):
         return False
     return user.is_superuser or bool({ADMIN_GROUP, VIEWER_GROUP} & _groups(user))
+
+
+def ensure_groups() -> None:
+    """Create the role groups if missing (a migration creates them; a flushed test
+    database or a hand-made one may not have them)."""
+    from django.contrib.auth.models import Group
+
+    for name in (ADMIN_GROUP, VIEWER_GROUP):
+        Group.objects.get_or_create(name=name)

@@ -34,18 +34,23 @@ class _RelayProtocol(asyncio.DatagramProtocol):
 
 
 async def ensure_started() -> None:
+    """Listen on LIVE_RELAY_SOCKET from the running loop, once per loop and path."""
     global _relay
     path = settings.LIVE_RELAY_SOCKET
-    if not path or _relay is not None:
+    loop = asyncio.get_running_loop()
+    if not path or (_relay is not None and _relay[:2] == (loop, path)):
         return
-    _relay = "starting"
+    if _relay is not None and not _relay[0].is_closed():
+        _relay[2].close()
+    _relay = (loop, path, None)
     try:
         if os.path.exists(path):
             os.unlink(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(path)
         os.chmod(path, 0o600)
-        _relay, _ = await asyncio.get_running_loop().create_datagram_endpoint(_RelayProtocol, sock=sock)
+        transport, _ = await loop.create_datagram_endpoint(_RelayProtocol, sock=sock)
+        _relay = (loop, path, transport)
     except OSError:
         log.exception("cannot listen for live events on %s", path)
         _relay = None

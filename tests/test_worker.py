@@ -1,0 +1,113 @@
+"""The SIP worker process as a whole: caches kept in step with the database across
+processes, soft parameters live without a restart, live events after commit, and
+stream keep-alives. Drives a real ``runsip`` over loopback with the independent client
+of tests/e2e.py."""
+import json
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from registrar import services
+from registrar.models import Binding
+from tests import e2e
+
+PASSWORD = "worker-s3cret"
+
+
+@pytest.fixture
+def runsip(transactional_db, settings):
+    settings.SIP_DOMAIN = settings.SIP_REALM = e2e.SIP_DOMAIN
+    started = []
+
+    def start(**env):
+        process = e2e.RunSip(e2e.database_url(django_settings.DATABASES["default"]), env=env)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        alive = not process.died
+        process.stop()
+        assert alive, process.output
+
+
+def register(runsip, user, password, **kwargs):
+    with e2e.SipClient(("127.0.0.1", runsip.port)) as phone:
+        return phone.register_with_digest(user, password, algorithm="SHA-256", **kwargs)[1]
+
+
+def eventually(check, timeout=3.0):
+    """Poll ``check()`` until truthy; the worker re-reads the database every 0.5 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def test_an_extension_created_in_another_process_can_register_without_a_restart(runsip):
+    worker = runsip()
+    assert register(worker, "2001", PASSWORD).status == 401
+    services.create_extension("2001", PASSWORD)
+    assert eventually(lambda: register(worker, "2001", PASSWORD).status == 200)
+
+
+def test_a_new_password_or_a_disabled_extension_takes_effect_without_a_restart(runsip):
+    extension, _ = services.create_extension("2002", PASSWORD)
+    worker = runsip()
+    assert register(worker, "2002", PASSWORD).status == 200
+    services.set_password(extension, "changed")
+    assert eventually(lambda: register(worker, "2002", PASSWORD).status == 401)
+    assert register(worker, "2002", "changed").status == 200
+    services.update_extension(extension, enabled=False)
+    assert eventually(lambda: register(worker, "2002", "changed").status == 401)
+
+
+def test_a_soft_parameter_change_is_live_without_a_restart(runsip):
+    services.create_extension("2003", PASSWORD)
+    worker = runsip()
+    assert register(worker, "2003", PASSWORD, expires=90).status == 200
+    services.set_soft_parameter("min_expires", 120, actor="test")
+    answer = eventually(lambda: (r := register(worker, "2003", PASSWORD, expires=90)).status == 423 and r)
+    assert answer and answer.get("Min-Expires") == "120"
+
+
+def test_live_events_are_published_after_the_commit(runsip):
+    services.create_extension("2004", PASSWORD)
+    folder = tempfile.mkdtemp(dir="/tmp")
+    relay_path = str(Path(folder) / "live.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(relay_path)
+    listener.settimeout(5)
+    try:
+        worker = runsip(LIVE_RELAY_SOCKET=relay_path)
+        assert register(worker, "2004", PASSWORD).status == 200
+        events = json.loads(listener.recv(65535))
+        # The event is sent only once the binding is committed: it is visible here.
+        assert Binding.objects.filter(extension__number="2004").exists()
+        assert events[0]["type"] == "registration" and events[0]["action"] == "registered"
+        assert events[0]["extension"] == "2004" and events[0]["transport"] == "udp"
+        assert register(worker, "2004", "wrong").status == 401
+        attempt, = json.loads(listener.recv(65535))
+        assert attempt["type"] == "attempt" and attempt["reason"] == "wrong_password"
+        assert "password" in attempt["explanation"]
+    finally:
+        listener.close()
+
+
+def test_a_double_crlf_ping_on_tcp_gets_a_crlf_pong(runsip):
+    worker = runsip()
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=5) as stream:
+        stream.sendall(b"\r\n\r\n")
+        assert stream.recv(16) == b"\r\n"
+
+
+def test_sigterm_stops_the_worker_cleanly(runsip):
+    worker = runsip()
+    assert worker.stop() == 0
+    assert "stopping" in worker.output
