@@ -3,7 +3,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from registrar import services
-from registrar.models import AuthAttempt, Binding, Extension, SoftParameter
+from registrar.models import AuthAttempt, Ban, Binding, Extension, SoftParameter
 
 
 class ExtensionForm(forms.ModelForm):
@@ -86,3 +86,19 @@ class AuthAttemptAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Ban)
+class BanAdmin(admin.ModelAdmin):
+    list_display = ["ip", "created_at", "expires_at", "failures", "detail", "lifted_at", "lifted_by"]
+    search_fields = ["ip"]
+    readonly_fields = [f.name for f in Ban._meta.fields]
+    actions = ["lift"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Lift the selected bans")
+    def lift(self, request, queryset):
+        for ban in queryset:
+            services.lift_ban(ban, by=request.user.get_username())

@@ -10,6 +10,7 @@ object with a ``type`` and an ``at`` (seconds since the epoch):
 - ``attempt``: a rejected or re-challenged request — extension, auth_username, source,
   transport, user_agent, reason (code), explanation (a sentence), status
 - ``softparam``: number, name, value, by
+- ``ban``: action "banned" or "lifted", ip, until, detail
 """
 import time
 
@@ -49,3 +50,8 @@ def soft_parameter_changed(parameter, by):
         "type": "softparam", "number": parameter.number, "name": parameter.name, "value": parameter.value,
         "by": getattr(by, "username", None) or str(by or ""), "at": time.time(),
     }
+
+
+def ban_changed(ban, action):
+    return {"type": "ban", "action": action, "ip": ban.ip, "until": ban.expires_at.timestamp(),
+            "detail": ban.detail, "at": time.time()}

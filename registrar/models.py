@@ -150,3 +150,31 @@ class HourlyStat(models.Model):
 
     def __str__(self):
         return f"{self.hour:%Y-%m-%d %H}:00 {self.registrations} ok, {self.failures} failed"
+
+
+class Ban(models.Model):
+    """A source address whose requests the SIP worker drops, and why."""
+
+    ip = models.GenericIPAddressField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    failures = models.PositiveIntegerField(help_text="Failed attempts that tipped the threshold.")
+    detail = models.CharField(max_length=255)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.ip} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def active(self):
+        return self.lifted_at is None and self.expires_at > timezone.now()
+
+    def evidence(self):
+        """The failed attempts from this address that led to the ban."""
+        return AuthAttempt.objects.filter(source_ip=self.ip, created_at__lte=self.created_at).order_by(
+            "-created_at")

@@ -16,7 +16,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from registrar import events, live, softparams
-from registrar.models import AuthAttempt, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange
+from registrar.models import AuthAttempt, Ban, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange
 from registrar.sip import digest
 from registrar.sip.core import Credentials
 from registrar.sip.reasons import Reason
@@ -313,3 +313,38 @@ def revoke_api_token(user) -> bool:
 
     deleted, _ = Token.objects.filter(user=user).delete()
     return bool(deleted)
+
+
+# -- bans ------------------------------------------------------------------------------
+def ban_sources(decisions) -> list[Ban]:
+    """Store the SIP worker's :class:`registrar.sip.protection.BanDecision` records."""
+    bans = Ban.objects.bulk_create([
+        Ban(ip=d.ip, expires_at=_from_epoch(d.until), failures=d.failures, detail=d.detail[:255])
+        for d in decisions
+    ])
+    transaction.on_commit(lambda: live.publish([events.ban_changed(ban, "banned") for ban in bans]))
+    return bans
+
+
+def lift_ban(ban: Ban, *, by: str = "") -> Ban:
+    """Unban now; the SIP worker forgets the address's failures and serves it again."""
+    if ban.lifted_at is None:
+        ban.lifted_at = timezone.now()
+        ban.lifted_by = by[:150]
+        ban.save()
+        transaction.on_commit(lambda: live.publish([events.ban_changed(ban, "lifted")]))
+    return ban
+
+
+def active_bans() -> dict:
+    """{ip: until (epoch seconds)} of the bans in force, for the SIP worker."""
+    bans = {}
+    for ip, expires_at in Ban.objects.filter(lifted_at__isnull=True, expires_at__gt=timezone.now()).values_list(
+            "ip", "expires_at"):
+        bans[ip] = max(bans.get(ip, 0), expires_at.timestamp())
+    return bans
+
+
+def bans_version():
+    row = Ban.objects.aggregate(count=Count("id"), last=Max("updated_at"))
+    return row["count"], row["last"]

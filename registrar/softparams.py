@@ -5,6 +5,7 @@ third-party User-Agent inspection). The catalogue is the schema: the data migrat
 seeds it, services validate values against it, and :func:`policy_from_values` turns
 the stored values into the core's :class:`~registrar.sip.policy.Policy`.
 """
+import ipaddress
 from dataclasses import dataclass
 
 from registrar.choices import ParameterKind
@@ -23,6 +24,8 @@ class ParameterSpec:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple = ()
+    # For lists: checks one item, raising ValueError with the reason.
+    check_item: object = None
 
 
 CATALOGUE = (
@@ -44,6 +47,26 @@ CATALOGUE = (
                   "accepted patterns (parameter 287) is refused with 403 Forbidden without a challenge."),
     ParameterSpec(287, "accepted_user_agents", ParameterKind.LIST, [],
                   "User-Agent patterns (case-insensitive substrings) accepted when parameter 286 is on."),
+    ParameterSpec(288, "denied_user_agents", ParameterKind.LIST, list(Policy.denied_user_agents),
+                  "User-Agent patterns of scanners and attack tools (case-insensitive substrings): their REGISTERs "
+                  "get 403 and count towards a ban, their other requests are dropped."),
+    ParameterSpec(300, "ban_failures_per_source", ParameterKind.INTEGER, Policy.ban_per_source,
+                  "Failed authentications from one address within the ban window that ban it (0 = never).", 0, 100000),
+    ParameterSpec(301, "ban_failures_per_extension", ParameterKind.INTEGER, Policy.ban_per_extension,
+                  "Failed authentications from one address for one extension within the ban window that ban "
+                  "the address (0 = never).", 0, 100000),
+    ParameterSpec(302, "ban_window", ParameterKind.INTEGER, Policy.ban_window,
+                  "The window, in seconds, in which failures are counted for a ban.", 1, 86400),
+    ParameterSpec(303, "ban_duration", ParameterKind.INTEGER, Policy.ban_duration,
+                  "How long a ban lasts, in seconds; an admin can lift it earlier.", 1, 31 * 86400),
+    ParameterSpec(304, "ban_allowed_networks", ParameterKind.LIST, [],
+                  "Networks (CIDR, e.g. 10.0.0.0/8) that are never banned or rate-limited.",
+                  check_item=lambda item: ipaddress.ip_network(item, strict=False)),
+    ParameterSpec(305, "rate_limit", ParameterKind.INTEGER, 200,
+                  "Requests per second one source address may send before the excess is dropped unparsed "
+                  "(0 = no limit).", 0, 1000000),
+    ParameterSpec(306, "rate_burst", ParameterKind.INTEGER, 400,
+                  "How many requests one address may send at once above the rate limit.", 0, 1000000),
 )
 
 BY_NUMBER = {spec.number: spec for spec in CATALOGUE}
@@ -89,6 +112,12 @@ def coerce(spec: ParameterSpec, value):
             items = [canonical[item.lower()] for item in items]
             if not items:
                 raise ValueError(f"{spec.name} needs at least one value")
+        if spec.check_item is not None:
+            for item in items:
+                try:
+                    spec.check_item(item)
+                except ValueError:
+                    raise ValueError(f"{spec.name}: {item!r} is not valid here") from None
         return items
     return str(value)
 
@@ -106,4 +135,12 @@ def policy_from_values(values: dict) -> Policy:
         digest_algorithms=tuple(get("digest_algorithms")) or ("SHA-256", "MD5"),
         ua_inspection=bool(get("third_party_ua_inspection")),
         accepted_user_agents=tuple(get("accepted_user_agents")),
+        denied_user_agents=tuple(get("denied_user_agents")),
+        rate_limit=get("rate_limit"),
+        rate_burst=get("rate_burst"),
+        ban_window=get("ban_window"),
+        ban_per_source=get("ban_failures_per_source"),
+        ban_per_extension=get("ban_failures_per_extension"),
+        ban_duration=get("ban_duration"),
+        allowed_networks=tuple(get("ban_allowed_networks")),
     )

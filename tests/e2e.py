@@ -394,19 +394,21 @@ def authorization(challenge: dict, *, username: str, password: str, method: str,
 class SipClient:
     """A phone on a loopback UDP or TCP socket that sends REGISTERs and reads answers."""
 
-    def __init__(self, server: tuple, transport: str = "udp", timeout: float = 5.0):
+    def __init__(self, server: tuple, transport: str = "udp", timeout: float = 5.0, bind_host: str = LOOPBACK):
         self.server = server
+        self.host = bind_host
         self.transport = transport
         self.timeout = timeout
         kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(timeout)
         if transport == "udp":
-            self.sock.bind((LOOPBACK, 0))
+            self.sock.bind((bind_host, 0))
         else:
+            self.sock.bind((bind_host, 0))
             self.sock.connect(server)
         self.local_port = self.sock.getsockname()[1]
-        self.call_id = secrets.token_hex(12) + "@" + LOOPBACK
+        self.call_id = secrets.token_hex(12) + "@" + bind_host
         self.tag = secrets.token_hex(6)
         self.cseq = 0
         self._buffer = b""
@@ -426,7 +428,7 @@ class SipClient:
         via_transport = self.transport.upper()
         lines = [
             f"REGISTER sip:{domain} SIP/2.0",
-            f"Via: SIP/2.0/{via_transport} {LOOPBACK}:{self.local_port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            f"Via: SIP/2.0/{via_transport} {self.host}:{self.local_port};branch=z9hG4bK{secrets.token_hex(8)};rport",
             "Max-Forwards: 70",
             f"From: <sip:{user}@{domain}>;tag={self.tag}",
             f"To: <sip:{user}@{domain}>",
@@ -434,7 +436,7 @@ class SipClient:
             f"CSeq: {self.cseq} REGISTER",
         ]
         if contact:
-            lines.append(f"Contact: <sip:{user}@{LOOPBACK}:{self.local_port};transport={self.transport}>")
+            lines.append(f"Contact: <sip:{user}@{self.host}:{self.local_port};transport={self.transport}>")
         lines.append(f"Expires: {expires}")
         if authorization_value:
             lines.append(f"Authorization: {authorization_value}")

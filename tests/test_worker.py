@@ -111,3 +111,38 @@ def test_sigterm_stops_the_worker_cleanly(runsip):
     worker = runsip()
     assert worker.stop() == 0
     assert "stopping" in worker.output
+
+
+def test_a_dictionary_attack_is_banned_and_an_admin_can_lift_the_ban(runsip):
+    from django.core.management import call_command
+
+    from registrar.models import AuthAttempt, Ban
+
+    services.create_extension("2005", PASSWORD)
+    services.set_soft_parameter("ban_failures_per_extension", 5, actor="test")
+    worker = runsip()
+    attacker_ip = "127.0.0.66"  # loopback, but not the server's own address
+    answers = []
+    for guess in range(8):
+        with e2e.SipClient(("127.0.0.1", worker.port), timeout=1.0, bind_host=attacker_ip) as attacker:
+            try:
+                answers.append(attacker.register_with_digest("2005", f"guess{guess}", algorithm="MD5")[1].status)
+            except (TimeoutError, socket.timeout):
+                answers.append(None)
+    assert answers[:5] == [401] * 5 and answers[-1] is None, answers
+    ban = Ban.objects.get(ip=attacker_ip)
+    assert ban.failures == 5 and "extension 2005" in ban.detail
+    assert ban.evidence().filter(reason="wrong_password").count() >= 5
+    # The legitimate phone on another address is not affected.
+    assert register(worker, "2005", PASSWORD).status == 200
+    call_command("ban", "lift", attacker_ip)
+
+    def registers_again():
+        with e2e.SipClient(("127.0.0.1", worker.port), timeout=1.0, bind_host=attacker_ip) as phone:
+            try:
+                return phone.register_with_digest("2005", PASSWORD, algorithm="MD5")[1].status == 200
+            except (TimeoutError, socket.timeout):
+                return False
+
+    assert eventually(registers_again, timeout=5)
+    assert AuthAttempt.objects.filter(source_ip=attacker_ip).count() == 5

@@ -21,6 +21,7 @@ from registrar.sip import digest
 from registrar.sip.errors import SipError
 from registrar.sip.message import Request, check_request, parse_message
 from registrar.sip.policy import Policy
+from registrar.sip.protection import BanDecision, Guard
 from registrar.sip.reasons import Reason
 from registrar.sip.registrar import (
     RegisterOutcome,
@@ -105,6 +106,11 @@ class RecordAttempt:
     attempt: Attempt
 
 
+@dataclass(frozen=True)
+class BanSource:
+    ban: BanDecision
+
+
 @dataclass
 class _Pending:
     request: Request
@@ -116,8 +122,9 @@ class _Pending:
 
 class RegistrarCore:
     def __init__(self, *, realm: str, secret: bytes, credentials: Callable[[str], Credentials | None],
-                 policy: Policy = Policy()):
+                 policy: Policy = Policy(), own_addresses=()):
         self.realm = realm
+        self.guard = Guard(own_addresses=own_addresses)
         self._secret = secret
         self._credentials = credentials
         self._tag_key = hashlib.sha256(b"to-tag" + secret).digest()
@@ -130,6 +137,10 @@ class RegistrarCore:
     # -- configuration ---------------------------------------------------------------
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
+        self._denied_user_agents = tuple(pattern.lower() for pattern in policy.denied_user_agents)
+        self.guard.configure(rate=policy.rate_limit, burst=policy.rate_burst, window=policy.ban_window,
+                             per_source=policy.ban_per_source, per_extension=policy.ban_per_extension,
+                             duration=policy.ban_duration, allowed_networks=policy.allowed_networks)
         self._nonces = digest.NonceFactory(self._secret, self.realm, policy.nonce_lifetime)
         self._opaque = self._nonces.opaque()
         if not hasattr(self, "_nc_tracker") or self._nc_tracker_lifetime != policy.nonce_lifetime:
@@ -141,7 +152,14 @@ class RegistrarCore:
         return len(self._pending)
 
     # -- input -----------------------------------------------------------------------
+    def set_bans(self, bans: dict) -> None:
+        """The bans in force, {ip: until}, as the database holds them."""
+        self.guard.set_bans(bans)
+
     def receive(self, data: bytes, source: Source, now: float) -> list:
+        # Cheapest checks first, before a byte is parsed.
+        if self.guard.is_banned(source.ip, now) or not self.guard.admit(source.ip, now):
+            return []
         try:
             message = parse_message(data)
         except SipError as error:
@@ -153,6 +171,10 @@ class RegistrarCore:
     def receive_request(self, request: Request, source: Source, now: float) -> list:
         if request.method == "ACK":
             return []
+        user_agent = (request.headers.get("User-Agent") or "").lower()
+        if user_agent and any(pattern in user_agent for pattern in self._denied_user_agents):
+            if request.method != "REGISTER":
+                return []  # scanners get no answer that would confirm anything
         try:
             check_request(request, SUPPORTED_OPTIONS)
             key = transaction_key(request)
@@ -179,7 +201,10 @@ class RegistrarCore:
     def _register(self, request: Request, source: Source, key, now: float) -> list:
         policy = self.policy
         user_agent = request.user_agent or ""
-        if policy.ua_inspection and not _ua_accepted(user_agent, policy.accepted_user_agents):
+        if _ua_matches(user_agent, self._denied_user_agents):
+            return self._reject(key, request, source, now, 403, "Forbidden", Reason.UA_POLICY, "",
+                                f"User-Agent {user_agent!r} is on the deny list of scanners")
+        if policy.ua_inspection and not _ua_matches(user_agent, policy.accepted_user_agents):
             return self._reject(key, request, source, now, 403, "Forbidden", Reason.UA_POLICY, "",
                                 f"User-Agent {user_agent!r} matches no accepted pattern")
         register = interpret_register(request, policy)
@@ -209,7 +234,7 @@ class RegistrarCore:
             self_actions = self._challenge(key, request, source, now, stale=stale)
             attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username,
                                     verification.detail)
-            return [RecordAttempt(attempt), *self_actions]
+            return [*self._recorded(attempt), *self_actions]
         if credentials.username != register.user:
             return self._reject(key, request, source, now, 403, "Forbidden", Reason.AUTH_USER_MISMATCH,
                                 credentials.username,
@@ -233,7 +258,7 @@ class RegistrarCore:
         if outcome.reason is not None:
             attempt = self._attempt(request, source, now, "rejected", outcome.reason, outcome.status,
                                     pending.auth_username)
-            actions.insert(0, RecordAttempt(attempt))
+            actions[:0] = self._recorded(attempt)
         return actions
 
     def registration_failed(self, ticket: int, now: float) -> list:
@@ -267,7 +292,15 @@ class RegistrarCore:
 
     def _reject(self, key, request, source, now, status, phrase, reason, auth_username, detail=""):
         attempt = self._attempt(request, source, now, "rejected", reason, status, auth_username, detail)
-        return [RecordAttempt(attempt), *self._finish(key, request, source, now, status, phrase)]
+        return [*self._recorded(attempt), *self._finish(key, request, source, now, status, phrase)]
+
+    def _recorded(self, attempt: Attempt) -> list:
+        """Record an attempt, and ban its source when it tips a brute-force threshold."""
+        actions = [RecordAttempt(attempt)]
+        ban = self.guard.note_failure(attempt.source.ip, attempt.extension_number, attempt.reason, attempt.at)
+        if ban is not None:
+            actions.append(BanSource(ban))
+        return actions
 
     def _attempt(self, request, source, now, outcome, reason, status, auth_username, detail=""):
         to_uri = request.to.uri
@@ -343,6 +376,6 @@ _VERDICT_REASONS = {
 }
 
 
-def _ua_accepted(user_agent: str, patterns) -> bool:
+def _ua_matches(user_agent: str, patterns) -> bool:
     lowered = user_agent.lower()
     return any(pattern.lower() in lowered for pattern in patterns)

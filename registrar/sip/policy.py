@@ -17,3 +17,15 @@ class Policy:
     # Soft parameter 286: inspect the User-Agent and refuse third-party phones outright.
     ua_inspection: bool = False
     accepted_user_agents: tuple[str, ...] = field(default_factory=tuple)
+    # Scanners and attack tools: every request from them is refused or dropped.
+    denied_user_agents: tuple[str, ...] = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sundayddr",
+                                           "iwar", "sivus", "vaxsipuseragent", "pplsip", "smap")
+    # Per-source request rate (requests per second, burst); 0 disables the limit.
+    rate_limit: float = 0
+    rate_burst: float = 0
+    # Brute force: failures per source / per (source, extension) within ban_window seconds.
+    ban_window: int = 60
+    ban_per_source: int = 30
+    ban_per_extension: int = 10
+    ban_duration: int = 3600
+    allowed_networks: tuple[str, ...] = ()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections, connections
 
 from registrar import events, live, services
-from registrar.sip.core import RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration
+from registrar.sip.core import BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration
 from registrar.sip.errors import SipError
 from registrar.sip.framing import KeepAlive, StreamFramer
 
@@ -126,6 +126,20 @@ class _TcpConnection(asyncio.Protocol):
         self.transport = None
 
 
+def _own_addresses(listeners):
+    """Addresses that are this server: never banned or rate-limited."""
+    addresses = {listener.host for listener in listeners}
+    if addresses & {"0.0.0.0", "::"}:
+        addresses |= {"127.0.0.1", "::1"}
+    return addresses
+
+
+def _record_failures(attempts, bans):
+    services.record_attempts(attempts)
+    if bans:
+        services.ban_sources(bans)
+
+
 def _registration_events(batch, outcomes, now):
     published = []
     for item, outcome in zip(batch, outcomes):
@@ -149,15 +163,16 @@ class SipWorker:
         self.commit_batch = commit_batch
         self.announce = announce
         self.credentials = {}
-        self.core = RegistrarCore(realm=realm, secret=secret, credentials=self._lookup_credentials)
+        self.core = RegistrarCore(realm=realm, secret=secret, credentials=self._lookup_credentials,
+                                  own_addresses=_own_addresses(self.listeners))
         self.connections = set()
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regis-db")
         self._store_queue = []
         self._attempt_queue = []
+        self._ban_queue = []
         self._storing = False
         self._recording = False
-        self._extensions_version = None
-        self._parameters_version = None
+        self._versions = (None, None, None)
         self._servers = []
         self._stopping = None
         self.loop = None
@@ -187,6 +202,8 @@ class SipWorker:
                 self._store_queue.append(action)
             elif isinstance(action, RecordAttempt):
                 self._attempt_queue.append(action.attempt)
+            elif isinstance(action, BanSource):
+                self._ban_queue.append(action.ban)
         if self._store_queue and not self._storing:
             self._start_store_batch()
         if self._attempt_queue and not self._recording:
@@ -221,8 +238,9 @@ class SipWorker:
 
     def _start_attempt_flush(self) -> None:
         attempts, self._attempt_queue = self._attempt_queue, []
+        bans, self._ban_queue = self._ban_queue, []
         self._recording = True
-        future = self.loop.run_in_executor(self.db, _db_job, services.record_attempts, attempts)
+        future = self.loop.run_in_executor(self.db, _db_job, _record_failures, attempts, bans)
         future.add_done_callback(lambda f: self._attempts_done(attempts, f))
 
     def _attempts_done(self, attempts, future) -> None:
@@ -235,24 +253,26 @@ class SipWorker:
             self._start_attempt_flush()
 
     # -- caches kept in step with the database ------------------------------------------
-    def _read_changes(self, extensions_version, parameters_version):
+    def _read_changes(self, versions):
         """In the database thread: what changed since the versions the loop has seen."""
-        new_ext_version = services.extensions_version()
-        snapshot = services.credentials_snapshot() if new_ext_version != extensions_version else None
-        new_param_version = services.soft_parameters_version()
-        policy = services.current_policy() if new_param_version != parameters_version else None
-        return new_ext_version, snapshot, new_param_version, policy
+        extensions_version, parameters_version, bans_version = versions
+        new_versions = (services.extensions_version(), services.soft_parameters_version(), services.bans_version())
+        snapshot = services.credentials_snapshot() if new_versions[0] != extensions_version else None
+        policy = services.current_policy() if new_versions[1] != parameters_version else None
+        bans = services.active_bans() if new_versions[2] != bans_version else None
+        return new_versions, snapshot, policy, bans
 
     async def refresh_caches(self) -> None:
-        versions = await self.loop.run_in_executor(
-            self.db, _db_job, self._read_changes, self._extensions_version, self._parameters_version)
-        self._extensions_version, snapshot, self._parameters_version, policy = versions
+        self._versions, snapshot, policy, bans = await self.loop.run_in_executor(
+            self.db, _db_job, self._read_changes, self._versions)
         if snapshot is not None:
             self.credentials = snapshot
             log.info("credentials cache loaded: %d extensions", len(snapshot))
         if policy is not None:
             self.core.set_policy(policy)
             log.info("policy loaded: %s", policy)
+        if bans is not None:
+            self.core.set_bans(bans)
 
     async def _poll_forever(self) -> None:
         while True:
