@@ -232,8 +232,12 @@ class RegistrarCore:
                 reason = Reason.DISABLED_EXTENSION
             stale = verdict is digest.Verdict.STALE_NONCE
             self_actions = self._challenge(key, request, source, now, stale=stale)
-            attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username,
-                                    verification.detail)
+            detail = {Reason.UNKNOWN_USER: f"no extension {credentials.username!r}",
+                      Reason.DISABLED_EXTENSION: f"extension {credentials.username!r} is disabled"}.get(
+                reason, verification.detail)
+            if credentials.uri != request.uri.raw:
+                detail += f"; digest uri {credentials.uri!r} differs from the Request-URI {request.uri.raw!r}"
+            attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username, detail)
             return [*self._recorded(attempt), *self_actions]
         if credentials.username != register.user:
             return self._reject(key, request, source, now, 403, "Forbidden", Reason.AUTH_USER_MISMATCH,
@@ -257,7 +261,7 @@ class RegistrarCore:
         actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase, outcome.headers)
         if outcome.reason is not None:
             attempt = self._attempt(request, source, now, "rejected", outcome.reason, outcome.status,
-                                    pending.auth_username)
+                                    pending.auth_username, outcome.detail)
             actions[:0] = self._recorded(attempt)
         return actions
 

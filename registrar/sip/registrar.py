@@ -16,7 +16,7 @@ Decisions the RFC leaves to us:
 - A REGISTER whose CSeq is not newer than the one stored for the same Call-ID and
   contact is refused with 400 "Invalid CSeq Number", as Kamailio does.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from registrar.sip.errors import SipError
 from registrar.sip.message import Request
@@ -69,6 +69,7 @@ class RegisterOutcome:
     upserts: tuple[BindingState, ...] = ()
     removals: tuple[str, ...] = ()
     bindings: tuple[BindingState, ...] = ()
+    detail: str = ""
 
     @property
     def ok(self):
@@ -135,8 +136,8 @@ def interpret_register(request: Request, policy: Policy) -> RegisterRequest:
     return RegisterRequest(user, request.call_id, cseq, False, tuple(contacts))
 
 
-def _refuse(status, phrase, reason, headers=()):
-    return RegisterOutcome(status, phrase, headers, reason)
+def _refuse(status, phrase, reason, headers=(), detail=""):
+    return RegisterOutcome(status, phrase, headers, reason, detail=detail)
 
 
 def apply_register(current, register: RegisterRequest, now: float, policy: Policy, max_contacts: int) -> RegisterOutcome:
@@ -147,15 +148,19 @@ def apply_register(current, register: RegisterRequest, now: float, policy: Polic
     if register.star:
         for binding in live.values():
             if binding.call_id == register.call_id and register.cseq <= binding.cseq:
-                return _refuse(400, "Invalid CSeq Number", Reason.OUT_OF_ORDER)
+                return _refuse(400, "Invalid CSeq Number", Reason.OUT_OF_ORDER,
+                               detail=f"CSeq {register.cseq} is not newer than the stored {binding.cseq}")
         return RegisterOutcome(200, "OK", removals=tuple(removals + list(live)), bindings=())
 
     for contact in register.contacts:
         if 0 < contact.expires < policy.min_expires:
             return _refuse(423, "Interval Too Brief", Reason.INTERVAL_TOO_BRIEF,
-                           (("Min-Expires", str(policy.min_expires)),))
+                           (("Min-Expires", str(policy.min_expires)),),
+                           f"asked for {contact.expires} s; the minimum (soft parameter 100) is {policy.min_expires} s")
     if len(register.contacts) > max_contacts:
-        return _refuse(403, "Too Many Contacts", Reason.TOO_MANY_CONTACTS)
+        return _refuse(403, "Too Many Contacts", Reason.TOO_MANY_CONTACTS,
+                       detail=f"one REGISTER with {len(register.contacts)} contacts; the extension allows "
+                              f"{max_contacts}")
 
     upserts = {}
     for contact in register.contacts:
@@ -168,7 +173,8 @@ def apply_register(current, register: RegisterRequest, now: float, policy: Polic
                 del live[existing_flow.contact_uri]
                 removals.append(existing_flow.contact_uri)
         if existing is not None and existing.call_id == register.call_id and register.cseq <= existing.cseq:
-            return _refuse(400, "Invalid CSeq Number", Reason.OUT_OF_ORDER)
+            return _refuse(400, "Invalid CSeq Number", Reason.OUT_OF_ORDER,
+                           detail=f"CSeq {register.cseq} is not newer than the stored {existing.cseq}")
         if contact.expires == 0:
             if existing is not None:
                 del live[contact.uri]
@@ -216,6 +222,3 @@ def contact_header_values(bindings, now: float) -> list[str]:
         values.append(f"<{binding.contact_uri}>{params};expires={remaining}")
     return values
 
-
-def with_expiry(binding: BindingState, expires_at: float) -> BindingState:
-    return replace(binding, expires_at=expires_at)
