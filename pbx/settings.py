@@ -188,6 +188,11 @@ SIP_LISTEN = envlist("SIP_LISTEN", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060")
 SIP_ALIASES = envlist("SIP_ALIASES", "")
 # Group commit: how many REGISTERs at most share one database transaction.
 SIP_COMMIT_BATCH = envint("SIP_COMMIT_BATCH", 500)
+# TCP bounds: a started message must complete within this many seconds; an idle flow
+# closes after this many; one source address may hold this many connections.
+SIP_TCP_MESSAGE_TIMEOUT = envint("SIP_TCP_MESSAGE_TIMEOUT", 10)
+SIP_TCP_IDLE_TIMEOUT = envint("SIP_TCP_IDLE_TIMEOUT", 900)
+SIP_TCP_MAX_PER_SOURCE = envint("SIP_TCP_MAX_PER_SOURCE", 100)
 
 LOGGING = {
     "version": 1,

@@ -146,3 +146,59 @@ def test_a_dictionary_attack_is_banned_and_an_admin_can_lift_the_ban(runsip):
 
     assert eventually(registers_again, timeout=5)
     assert AuthAttempt.objects.filter(source_ip=attacker_ip).count() == 5
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_and_excess_tcp_connections_are_bounded(runsip):
+    services.create_extension("2006", PASSWORD)
+    worker = runsip(SIP_TCP_MESSAGE_TIMEOUT="1", SIP_TCP_MAX_PER_SOURCE="5")
+    slow_ip = "127.0.0.70"
+    held = []
+    try:
+        for _ in range(8):
+            stream = socket.socket()
+            stream.bind((slow_ip, 0))
+            stream.settimeout(3)
+            stream.connect(("127.0.0.1", worker.port))
+            held.append(stream)
+        # Past the per-source cap the server closes the connection at once.
+        assert held[-1].recv(1) == b""
+        # A message started and never finished is cut off after the timeout.
+        held[0].sendall(b"REGISTER sip:regis.test SIP/2.0\r\nVia: SIP/2.0/TCP ")
+        assert held[0].recv(1) == b""
+    finally:
+        for stream in held:
+            stream.close()
+    with e2e.SipClient(("127.0.0.1", worker.port), transport="tcp") as phone:
+        assert phone.register_with_digest("2006", PASSWORD, algorithm="SHA-256")[1].status == 200
+
+
+def test_a_udp_flood_is_dropped_and_the_worker_keeps_answering_with_bounded_memory(runsip):
+    services.create_extension("2007", PASSWORD)
+    services.set_soft_parameter("rate_limit", 100, actor="test")
+    worker = runsip()
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.bind(("127.0.0.80", 0))
+    packet = (b"OPTIONS sip:regis.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.80:9;branch=z9hG4bKflood%d\r\n"
+              b"From: <sip:x@y>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: flood\r\nCSeq: 1 OPTIONS\r\n"
+              b"Content-Length: 0\r\n\r\n")
+    before = rss_kib(worker.process.pid)
+    started = time.monotonic()
+    sent = 0
+    while sent < 20_000 and time.monotonic() - started < 10:
+        try:
+            flood.sendto(packet % sent, ("127.0.0.1", worker.port))
+        except BlockingIOError:
+            pass
+        sent += 1
+    flood.close()
+    assert register(worker, "2007", PASSWORD).status == 200
+    grown = rss_kib(worker.process.pid) - before
+    print(f"flood: {sent} packets in {time.monotonic() - started:.1f} s; runsip RSS grew {grown} KiB")
+    assert grown < 50_000

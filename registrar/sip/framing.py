@@ -48,6 +48,11 @@ class StreamFramer:
         self._line_breaks = 0
         self._message_length: int | None = None
 
+    @property
+    def partial(self) -> bool:
+        """Whether part of a message is buffered, waiting for the rest."""
+        return bool(self._buffer)
+
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
         """Add bytes from the stream; return the messages and keep-alives now complete."""
         self._buffer += data

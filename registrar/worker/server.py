@@ -27,7 +27,12 @@ log = logging.getLogger("regis.sip")
 
 POLL_INTERVAL = 0.5
 MAX_DATAGRAM = 65535
+# A flow may idle this long (phones keep NAT bindings open with CRLF pings well within it).
 TCP_IDLE_TIMEOUT = 900.0
+# A message started must be complete within this: slow senders cannot hold buffers open.
+TCP_MESSAGE_TIMEOUT = 10.0
+MAX_TCP_CONNECTIONS = 10_000
+MAX_TCP_CONNECTIONS_PER_SOURCE = 100
 
 
 def _db_job(function, *args):
@@ -78,24 +83,31 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
+    """One TCP flow. Bounded: the framer caps a message's size, a started message must
+    complete within TCP_MESSAGE_TIMEOUT, an idle flow closes after TCP_IDLE_TIMEOUT, and
+    the worker caps connections in all and per source address."""
+
     def __init__(self, worker):
         self.worker = worker
         self.framer = StreamFramer()
         self.transport = None
         self.source = None
         self.idle_timer = None
+        self.message_timer = None
 
     def connection_made(self, transport):
         self.transport = transport
         ip, port = transport.get_extra_info("peername")[:2]
         self.source = Source("tcp", ip, port, self)
-        self.worker.connections.add(self)
+        if not self.worker.accept_connection(self):
+            transport.abort()
+            return
         self._touch()
 
     def _touch(self):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
-        self.idle_timer = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self.close)
+        self.idle_timer = asyncio.get_running_loop().call_later(self.worker.tcp_idle_timeout, self.close)
 
     def data_received(self, data):
         self._touch()
@@ -105,6 +117,11 @@ class _TcpConnection(asyncio.Protocol):
             log.info("closing tcp %s:%s: %s", self.source.ip, self.source.port, error.reason)
             self.close()
             return
+        if self.framer.partial and self.message_timer is None:
+            self.message_timer = asyncio.get_running_loop().call_later(self.worker.tcp_message_timeout, self.close)
+        elif not self.framer.partial and self.message_timer is not None:
+            self.message_timer.cancel()
+            self.message_timer = None
         for frame in frames:
             if isinstance(frame, KeepAlive):
                 self.transport.write(b"\r\n")
@@ -120,9 +137,10 @@ class _TcpConnection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc):
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        self.worker.connections.discard(self)
+        for timer in (self.idle_timer, self.message_timer):
+            if timer is not None:
+                timer.cancel()
+        self.worker.connection_closed(self)
         self.transport = None
 
 
@@ -158,7 +176,12 @@ def _registration_events(batch, outcomes, now):
 
 
 class SipWorker:
-    def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print):
+    def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print,
+                 tcp_message_timeout: float = TCP_MESSAGE_TIMEOUT, tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+                 max_tcp_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE):
+        self.tcp_message_timeout = tcp_message_timeout
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.max_tcp_per_source = max_tcp_per_source
         self.listeners = [Listener(text) if isinstance(text, str) else text for text in listeners]
         self.commit_batch = commit_batch
         self.announce = announce
@@ -166,6 +189,7 @@ class SipWorker:
         self.core = RegistrarCore(realm=realm, secret=secret, credentials=self._lookup_credentials,
                                   own_addresses=_own_addresses(self.listeners))
         self.connections = set()
+        self.connections_per_source = {}
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regis-db")
         self._store_queue = []
         self._attempt_queue = []
@@ -180,6 +204,26 @@ class SipWorker:
 
     def _lookup_credentials(self, user):
         return self.credentials.get(user)
+
+    def accept_connection(self, connection) -> bool:
+        ip = connection.source.ip
+        if (len(self.connections) >= MAX_TCP_CONNECTIONS
+                or self.connections_per_source.get(ip, 0) >= self.max_tcp_per_source
+                or self.core.guard.is_banned(ip, time.time())):
+            return False
+        self.connections.add(connection)
+        self.connections_per_source[ip] = self.connections_per_source.get(ip, 0) + 1
+        return True
+
+    def connection_closed(self, connection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            ip = connection.source.ip
+            remaining = self.connections_per_source.get(ip, 1) - 1
+            if remaining:
+                self.connections_per_source[ip] = remaining
+            else:
+                self.connections_per_source.pop(ip, None)
 
     # -- bytes in, actions out ---------------------------------------------------------
     def feed(self, data: bytes, source: Source) -> None:

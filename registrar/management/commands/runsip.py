@@ -37,6 +37,9 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         worker = SipWorker(listeners, realm=settings.SIP_REALM, secret=secret,
-                           commit_batch=settings.SIP_COMMIT_BATCH, announce=announce)
+                           commit_batch=settings.SIP_COMMIT_BATCH, announce=announce,
+                           tcp_message_timeout=settings.SIP_TCP_MESSAGE_TIMEOUT,
+                           tcp_idle_timeout=settings.SIP_TCP_IDLE_TIMEOUT,
+                           max_tcp_per_source=settings.SIP_TCP_MAX_PER_SOURCE)
         announce(f"Regis SIP starting ({loop_kind}, realm {settings.SIP_REALM})")
         asyncio.run(worker.run())
