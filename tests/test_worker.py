@@ -202,3 +202,43 @@ def test_a_udp_flood_is_dropped_and_the_worker_keeps_answering_with_bounded_memo
     grown = rss_kib(worker.process.pid) - before
     print(f"flood: {sent} packets in {time.monotonic() - started:.1f} s; runsip RSS grew {grown} KiB")
     assert grown < 50_000
+
+
+SEED_PHONES = [("3cxphone_register_tcp.sip", "tcp", "3CXPhone 6.0.26523.0"),
+               ("voxstack_register_udp.sip", "udp", "VoxStack Analog Gateway")]
+
+
+def test_seed_000_third_party_phones_refused_by_286_then_registered_once_it_is_off(runsip):
+    """Seed 000 end to end: 403 without a challenge while 286 is on; one command later they register."""
+    from django.core.management import call_command
+
+    from registrar.models import AuthAttempt
+
+    services.create_extension("660001", PASSWORD)
+    call_command("softparam", "set", "287", "Huawei,eSpace", stdout=open("/dev/null", "w"))
+    call_command("softparam", "set", "286", "1", stdout=open("/dev/null", "w"))
+    worker = runsip()
+    for seed, transport, user_agent in SEED_PHONES:
+        with e2e.SipClient(("127.0.0.1", worker.port), transport=transport) as phone:
+            response = phone.request(e2e.load_seed(seed, local_port=phone.local_port))
+        assert response.status == 403 and not response.get_all("WWW-Authenticate")
+    refused = eventually(lambda: len(found := list(AuthAttempt.objects.filter(reason="ua_policy")
+                                                 .order_by("created_at"))) == 2 and found)
+    assert [a.user_agent for a in refused] == [ua for _, _, ua in SEED_PHONES]
+    assert [a.transport for a in refused] == ["tcp", "udp"]
+    assert "3CXPhone" in refused[0].detail and "matches no accepted pattern" in refused[0].detail
+
+    call_command("softparam", "set", "286", "0", stdout=open("/dev/null", "w"))
+    for _, transport, user_agent in SEED_PHONES:
+        def registers():
+            with e2e.SipClient(("127.0.0.1", worker.port), transport=transport) as phone:
+                original = phone.register
+
+                def as_seed_phone(*args, **kwargs):
+                    return original(*args, user_agent=user_agent, **kwargs)
+
+                phone.register = as_seed_phone
+                return phone.register_with_digest("660001", PASSWORD, algorithm="MD5")[1].status == 200
+
+        assert eventually(registers)
+    assert sorted(Binding.objects.values_list("transport", flat=True)) == ["tcp", "udp"]
