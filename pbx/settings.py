@@ -204,4 +204,5 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-bindings": {"task": "registrar.tasks.purge_expired_bindings", "schedule": 60.0},
+    "prune-trace": {"task": "registrar.tasks.prune_trace", "schedule": 300.0},
 }

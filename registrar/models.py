@@ -178,3 +178,26 @@ class Ban(models.Model):
         """The failed attempts from this address that led to the ban."""
         return AuthAttempt.objects.filter(source_ip=self.ip, created_at__lte=self.created_at).order_by(
             "-created_at")
+
+
+class TracedMessage(models.Model):
+    """One SIP message in or out, captured for the SIP trace (never a plaintext secret:
+    SIP carries none — Authorization holds only a digest response)."""
+
+    captured_at = models.DateTimeField(db_index=True)
+    direction = models.CharField(max_length=3, choices=[("in", "received"), ("out", "sent")])
+    transport = models.CharField(max_length=8, choices=Transport.choices)
+    peer_ip = models.GenericIPAddressField(db_index=True)
+    peer_port = models.PositiveIntegerField()
+    local_port = models.PositiveIntegerField(default=0)
+    extension_number = models.CharField(max_length=64, blank=True, db_index=True)
+    summary = models.CharField(max_length=255, help_text="The start line.")
+    call_id = models.CharField(max_length=255, blank=True)
+    data = models.TextField()
+
+    class Meta:
+        ordering = ["captured_at", "id"]
+
+    def __str__(self):
+        arrow = "←" if self.direction == "in" else "→"
+        return f"{self.captured_at:%H:%M:%S.%f} {arrow} {self.peer_ip}:{self.peer_port} {self.summary}"

@@ -7,7 +7,7 @@ parameters, the registrar rules applied inside one transaction) exists once.
 import secrets
 import string
 from collections import Counter, defaultdict
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -16,7 +16,8 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from registrar import events, live, softparams
-from registrar.models import AuthAttempt, Ban, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange
+from registrar.models import (AuthAttempt, Ban, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange,
+                              TracedMessage)
 from registrar.sip import digest
 from registrar.sip.core import Credentials
 from registrar.sip.reasons import Reason
@@ -348,3 +349,35 @@ def active_bans() -> dict:
 def bans_version():
     row = Ban.objects.aggregate(count=Count("id"), last=Max("updated_at"))
     return row["count"], row["last"]
+
+
+# -- SIP trace -------------------------------------------------------------------------
+def record_trace(messages) -> None:
+    """Store :class:`registrar.sip.core.TraceMessage` records."""
+    rows = []
+    for message in messages:
+        text = message.data.decode("utf-8", "replace")
+        start_line = text.split("\r\n", 1)[0][:255]
+        call_id = next((line.split(":", 1)[1].strip() for line in text.split("\r\n")
+                        if line.lower().startswith(("call-id:", "i:"))), "")
+        rows.append(TracedMessage(
+            captured_at=_from_epoch(message.at), direction=message.direction, transport=message.peer.transport,
+            peer_ip=message.peer.ip, peer_port=message.peer.port, extension_number=message.extension_number[:64],
+            summary=start_line, call_id=call_id[:255], data=text,
+        ))
+    TracedMessage.objects.bulk_create(rows)
+
+
+def prune_trace(now: datetime | None = None) -> int:
+    """Keep the trace within its bounds (soft parameters 312 and 313)."""
+    values = soft_parameter_values()
+    max_messages = values.get("trace_max_messages", softparams.BY_NAME["trace_max_messages"].default)
+    max_age = values.get("trace_max_age_hours", softparams.BY_NAME["trace_max_age_hours"].default)
+    cutoff = (now or timezone.now()) - timedelta(hours=max_age)
+    deleted, _ = TracedMessage.objects.filter(captured_at__lt=cutoff).delete()
+    newest_kept = TracedMessage.objects.order_by("-captured_at", "-id").values_list("id", flat=True)[
+        max_messages:max_messages + 1]
+    if newest_kept:
+        more, _ = TracedMessage.objects.filter(id__lte=newest_kept[0]).delete()
+        deleted += more
+    return deleted

@@ -65,6 +65,15 @@ CATALOGUE = (
     ParameterSpec(305, "rate_limit", ParameterKind.INTEGER, 200,
                   "Requests per second one source address may send before the excess is dropped unparsed "
                   "(0 = no limit).", 0, 1000000),
+    ParameterSpec(310, "trace_extensions", ParameterKind.LIST, [],
+                  "Extensions whose SIP messages (in and out) are captured into the SIP trace."),
+    ParameterSpec(311, "trace_sources", ParameterKind.LIST, [],
+                  "Source addresses whose SIP messages (in and out) are captured into the SIP trace.",
+                  check_item=lambda item: ipaddress.ip_address(item)),
+    ParameterSpec(312, "trace_max_messages", ParameterKind.INTEGER, 10000,
+                  "The SIP trace keeps at most this many messages (the oldest go first).", 100, 1000000),
+    ParameterSpec(313, "trace_max_age_hours", ParameterKind.INTEGER, 24,
+                  "The SIP trace keeps messages for this many hours.", 1, 24 * 90),
     ParameterSpec(306, "rate_burst", ParameterKind.INTEGER, 400,
                   "How many requests one address may send at once above the rate limit.", 0, 1000000),
 )
@@ -143,4 +152,6 @@ def policy_from_values(values: dict) -> Policy:
         ban_per_extension=get("ban_failures_per_extension"),
         ban_duration=get("ban_duration"),
         allowed_networks=tuple(get("ban_allowed_networks")),
+        trace_extensions=frozenset(get("trace_extensions")),
+        trace_sources=frozenset(get("trace_sources")),
     )

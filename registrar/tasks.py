@@ -7,3 +7,8 @@ from registrar import services
 @shared_task
 def purge_expired_bindings():
     return services.purge_expired_bindings()
+
+
+@shared_task
+def prune_trace():
+    return services.prune_trace()

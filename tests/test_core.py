@@ -351,3 +351,29 @@ def test_a_bad_request_gets_400_with_a_reason_phrase():
     harness = Harness()
     (response, _), = harness.send(register().replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE"))
     assert response.status == 400 and response.reason != "Bad Request" and response.reason
+
+
+def test_a_traced_extension_has_its_messages_in_and_out_captured():
+    from registrar.sip.core import TraceMessage
+
+    harness = Harness(policy=Policy(trace_extensions=frozenset({"1001"})))
+    actions = harness.core.receive(register().encode(), PHONE, NOW)
+    traced = [a for a in actions if isinstance(a, TraceMessage)]
+    assert [(t.direction, t.extension_number) for t in traced] == [("in", "1001"), ("out", "1001")]
+    assert traced[0].data == register().encode() and traced[1].data.startswith(b"SIP/2.0 401")
+    other = harness.core.receive(register(user="1002", call_id="x").encode(), PHONE, NOW)
+    assert not any(isinstance(a, TraceMessage) for a in other)
+
+
+def test_a_traced_source_has_the_final_answer_captured_after_the_store():
+    from registrar.sip.core import TraceMessage
+
+    harness = Harness(policy=Policy(trace_sources=frozenset({PHONE.ip})))
+    (first, _), = harness.send(register())
+    actions = harness.core.receive(register(cseq=2, authorization=answer(challenges(first)[0], "1001", "secret"))
+                                   .encode(), PHONE, NOW)
+    store = next(a for a in actions if isinstance(a, StoreRegistration))
+    outcome = apply_register([], store.register, NOW, store.policy, store.max_contacts)
+    after = harness.core.registration_stored(store.ticket, outcome, NOW)
+    assert [a.direction for a in after if isinstance(a, TraceMessage)] == ["out"]
+    assert next(a for a in after if isinstance(a, TraceMessage)).data.startswith(b"SIP/2.0 200")

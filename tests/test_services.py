@@ -120,3 +120,21 @@ def test_the_credentials_fingerprint_changes_with_every_kind_of_change():
     services.create_extension("1002", "pw", enabled=False)
     snapshot = services.credentials_snapshot()
     assert snapshot["1002"].enabled is False and snapshot["1002"].ha1["MD5"]
+
+
+def test_the_trace_keeps_within_its_bounds():
+    from registrar.models import TracedMessage
+    from registrar.sip.core import TraceMessage
+
+    services.set_soft_parameter("trace_max_messages", 100)
+    phone = Source("udp", "192.0.2.1", 5060)
+    old = [TraceMessage(NOW - 48 * 3600, "in", phone, "1001", b"REGISTER sip:x SIP/2.0\r\nCall-ID: old\r\n\r\n")]
+    recent = [TraceMessage(NOW + i, "out", phone, "1001", b"SIP/2.0 401 Unauthorized\r\ni: c%d\r\n\r\n" % i)
+              for i in range(150)]
+    services.record_trace(old + recent)
+    assert TracedMessage.objects.filter(call_id="old").get().summary == "REGISTER sip:x SIP/2.0"
+    from datetime import datetime, timezone as tz
+
+    services.prune_trace(now=datetime.fromtimestamp(NOW + 200, tz=tz.utc))
+    kept = TracedMessage.objects.order_by("captured_at")
+    assert kept.count() == 100 and kept.first().call_id == "c50" and kept.last().call_id == "c149"

@@ -111,6 +111,17 @@ class BanSource:
     ban: BanDecision
 
 
+@dataclass(frozen=True)
+class TraceMessage:
+    """A message to keep in the SIP trace; ``peer`` is the phone's side."""
+
+    at: float
+    direction: str
+    peer: Source
+    extension_number: str
+    data: bytes
+
+
 @dataclass
 class _Pending:
     request: Request
@@ -166,9 +177,24 @@ class RegistrarCore:
             return self._answer_unparsable(error, source)
         if not isinstance(message, Request):
             return []  # we send no requests yet, so no response is ours
-        return self.receive_request(message, source, now)
+        return self.receive_request(message, source, now, raw=data)
 
-    def receive_request(self, request: Request, source: Source, now: float) -> list:
+    def receive_request(self, request: Request, source: Source, now: float, raw: bytes | None = None) -> list:
+        actions = self.receive_untraced(request, source, now)
+        if self._traced(request, source):
+            user = _to_user(request)
+            actions.insert(0, TraceMessage(now, "in", source, user, raw or request.to_bytes()))
+            actions.extend(TraceMessage(now, "out", a.destination, user, a.data)
+                           for a in list(actions) if isinstance(a, SendMessage))
+        return actions
+
+    def _traced(self, request, source) -> bool:
+        policy = self.policy
+        if not (policy.trace_sources or policy.trace_extensions):
+            return False
+        return source.ip in policy.trace_sources or _to_user(request) in policy.trace_extensions
+
+    def receive_untraced(self, request: Request, source: Source, now: float) -> list:
         if request.method == "ACK":
             return []
         user_agent = (request.headers.get("User-Agent") or "").lower()
@@ -250,6 +276,15 @@ class RegistrarCore:
         return [StoreRegistration(ticket, register, origin, extension.max_contacts, policy)]
 
     def registration_stored(self, ticket: int, outcome: RegisterOutcome, now: float) -> list:
+        pending = self._pending.get(ticket)
+        actions = self._registration_answer(ticket, outcome, now)
+        if pending is not None and self._traced(pending.request, pending.source):
+            user = _to_user(pending.request)
+            actions.extend(TraceMessage(now, "out", a.destination, user, a.data)
+                           for a in list(actions) if isinstance(a, SendMessage))
+        return actions
+
+    def _registration_answer(self, ticket: int, outcome: RegisterOutcome, now: float) -> list:
         pending = self._pending.pop(ticket, None)
         if pending is None:
             return []
@@ -378,6 +413,13 @@ _VERDICT_REASONS = {
     digest.Verdict.REALM_MISMATCH: Reason.REALM_MISMATCH,
     digest.Verdict.MALFORMED: Reason.MALFORMED_CREDENTIALS,
 }
+
+
+def _to_user(request) -> str:
+    try:
+        return request.to.uri.user_unescaped or ""
+    except SipError:
+        return ""
 
 
 def _ua_matches(user_agent: str, patterns) -> bool:

@@ -29,3 +29,6 @@ class Policy:
     ban_per_extension: int = 10
     ban_duration: int = 3600
     allowed_networks: tuple[str, ...] = ()
+    # SIP trace: every message in and out for these extensions / source addresses.
+    trace_extensions: frozenset = frozenset()
+    trace_sources: frozenset = frozenset()

@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections, connections
 
 from registrar import events, live, services
-from registrar.sip.core import BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration
+from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
+                                TraceMessage)
 from registrar.sip.errors import SipError
 from registrar.sip.framing import KeepAlive, StreamFramer
 
@@ -152,10 +153,14 @@ def _own_addresses(listeners):
     return addresses
 
 
-def _record_failures(attempts, bans):
-    services.record_attempts(attempts)
+def _record_failures(attempts, bans, traced):
+    """Attempts, bans and traced messages: what is written after the answer, in one job."""
+    if attempts:
+        services.record_attempts(attempts)
     if bans:
         services.ban_sources(bans)
+    if traced:
+        services.record_trace(traced)
 
 
 def _registration_events(batch, outcomes, now):
@@ -194,6 +199,7 @@ class SipWorker:
         self._store_queue = []
         self._attempt_queue = []
         self._ban_queue = []
+        self._trace_queue = []
         self._storing = False
         self._recording = False
         self._versions = (None, None, None)
@@ -248,9 +254,11 @@ class SipWorker:
                 self._attempt_queue.append(action.attempt)
             elif isinstance(action, BanSource):
                 self._ban_queue.append(action.ban)
+            elif isinstance(action, TraceMessage):
+                self._trace_queue.append(action)
         if self._store_queue and not self._storing:
             self._start_store_batch()
-        if self._attempt_queue and not self._recording:
+        if (self._attempt_queue or self._trace_queue) and not self._recording:
             self._start_attempt_flush()
 
     def _start_store_batch(self) -> None:
@@ -283,8 +291,9 @@ class SipWorker:
     def _start_attempt_flush(self) -> None:
         attempts, self._attempt_queue = self._attempt_queue, []
         bans, self._ban_queue = self._ban_queue, []
+        traced, self._trace_queue = self._trace_queue, []
         self._recording = True
-        future = self.loop.run_in_executor(self.db, _db_job, _record_failures, attempts, bans)
+        future = self.loop.run_in_executor(self.db, _db_job, _record_failures, attempts, bans, traced)
         future.add_done_callback(lambda f: self._attempts_done(attempts, f))
 
     def _attempts_done(self, attempts, future) -> None:
@@ -293,7 +302,7 @@ class SipWorker:
             log.error("recording auth attempts failed: %r", future.exception())
         else:
             live.publish_from_loop([events.attempt_recorded(attempt) for attempt in attempts])
-        if self._attempt_queue:
+        if self._attempt_queue or self._trace_queue:
             self._start_attempt_flush()
 
     # -- caches kept in step with the database ------------------------------------------

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from registrar import services
-from registrar.tasks import purge_expired_bindings
+from registrar.tasks import prune_trace, purge_expired_bindings
 
 HOUSEKEEPING_INTERVAL = 60
 
@@ -71,6 +71,7 @@ class Command(BaseCommand):
                 break
             if time.monotonic() >= next_housekeeping:
                 purge_expired_bindings.delay()
+                prune_trace.delay()
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
             time.sleep(0.5)
         for child in children:
