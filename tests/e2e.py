@@ -89,7 +89,8 @@ class RunSip:
     """
 
     def __init__(self, db_url: str, *, port: int | None = None, env: dict | None = None,
-                 ready_timeout: float = READY_TIMEOUT):
+                 ready_timeout: float = READY_TIMEOUT, extra_args: tuple = ()):
+        self.extra_args = tuple(extra_args)
         self.port = port or free_port()
         self.db_url = db_url
         self.extra_env = env or {}
@@ -128,7 +129,8 @@ class RunSip:
 
     def start(self) -> "RunSip":
         command = [sys.executable, "manage.py", "runsip",
-                   "--listen", f"udp:{LOOPBACK}:{self.port}", "--listen", f"tcp:{LOOPBACK}:{self.port}"]
+                   "--listen", f"udp:{LOOPBACK}:{self.port}", "--listen", f"tcp:{LOOPBACK}:{self.port}",
+                   *self.extra_args]
         self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=self._environment(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,

@@ -23,8 +23,9 @@ def runsip(transactional_db, settings):
     settings.SIP_DOMAIN = settings.SIP_REALM = e2e.SIP_DOMAIN
     started = []
 
-    def start(**env):
-        process = e2e.RunSip(e2e.database_url(django_settings.DATABASES["default"]), env=env)
+    def start(extra_args=(), **env):
+        process = e2e.RunSip(e2e.database_url(django_settings.DATABASES["default"]), env=env,
+                             extra_args=extra_args)
         started.append(process)
         return process.start()
 
@@ -242,3 +243,14 @@ def test_seed_000_third_party_phones_refused_by_286_then_registered_once_it_is_o
 
         assert eventually(registers)
     assert sorted(Binding.objects.values_list("transport", flat=True)) == ["tcp", "udp"]
+
+
+def test_several_workers_share_the_port_and_each_serves_phones(runsip):
+    services.create_extension("2008", PASSWORD)
+    worker = runsip(extra_args=("--workers", "2"))
+    assert eventually(lambda: worker.output.count("ready") == 2, timeout=20), worker.output
+    # SO_REUSEPORT hands each source to one of the processes; every phone is served.
+    answers = [register(worker, "2008", PASSWORD).status for _ in range(20)]
+    assert answers == [200] * 20
+    assert Binding.objects.filter(extension__number="2008").count() == 5  # max contacts keeps the newest
+    assert worker.stop() == 0

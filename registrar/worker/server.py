@@ -13,6 +13,7 @@ committed — a 200 OK always means the binding is durable.
 import asyncio
 import logging
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -145,6 +146,20 @@ class _TcpConnection(asyncio.Protocol):
         self.transport = None
 
 
+UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def _enlarge_receive_buffer(sock) -> None:
+    """Room for a burst (an avalanche of phones after an outage) while a batch commits;
+    the kernel caps it at net.core.rmem_max."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    except OSError:
+        pass
+
+
 def _own_addresses(listeners):
     """Addresses that are this server: never banned or rate-limited."""
     addresses = {listener.host for listener in listeners}
@@ -183,7 +198,8 @@ def _registration_events(batch, outcomes, now):
 class SipWorker:
     def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print,
                  tcp_message_timeout: float = TCP_MESSAGE_TIMEOUT, tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
-                 max_tcp_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE):
+                 max_tcp_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE, reuse_port: bool = False):
+        self.reuse_port = reuse_port
         self.tcp_message_timeout = tcp_message_timeout
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_per_source = max_tcp_per_source
@@ -343,13 +359,16 @@ class SipWorker:
         for listener in self.listeners:
             if listener.transport == "udp":
                 transport, _ = await self.loop.create_datagram_endpoint(
-                    lambda: _UdpEndpoint(self), local_addr=(listener.host, listener.port))
+                    lambda: _UdpEndpoint(self), local_addr=(listener.host, listener.port),
+                    reuse_port=self.reuse_port or None)
+                _enlarge_receive_buffer(transport.get_extra_info("socket"))
                 if listener.port == 0:
                     listener.port = transport.get_extra_info("sockname")[1]
                 self._servers.append(transport)
             else:
                 server = await self.loop.create_server(
-                    lambda: _TcpConnection(self), listener.host, listener.port, reuse_address=True)
+                    lambda: _TcpConnection(self), listener.host, listener.port, reuse_address=True,
+                    reuse_port=self.reuse_port or None)
                 if listener.port == 0:
                     listener.port = server.sockets[0].getsockname()[1]
                 self._servers.append(server)

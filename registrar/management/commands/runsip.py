@@ -1,6 +1,16 @@
-"""`manage.py runsip`: the SIP worker process (UDP and TCP listeners, registrar, digest)."""
+"""`manage.py runsip`: the SIP worker process (UDP and TCP listeners, registrar, digest).
+
+With ``--workers N`` it starts N worker processes that share the listening ports
+through SO_REUSEPORT (the kernel spreads sources across them), so more than one core
+serves SIP. They stay correct together: nonces are stateless (HMAC with the shared
+secret), every process re-reads credentials, policy and bans from the database, and
+bindings are written in transactions that lock the AOR's extension row.
+"""
 import asyncio
 import hashlib
+import signal
+import subprocess
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -23,12 +33,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--listen", action="append", metavar="TRANSPORT:HOST:PORT",
                             help="udp:HOST:PORT or tcp:HOST:PORT; repeatable (default: SIP_LISTEN setting)")
+        parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the ports")
+        parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set by --workers)")
 
-    def handle(self, *args, listen=None, **options):
+    def handle(self, *args, listen=None, workers=1, reuse_port=False, **options):
         try:
             listeners = [Listener(text) for text in (listen or settings.SIP_LISTEN)]
         except ValueError as error:
             raise CommandError(str(error)) from None
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        if workers > 1:
+            if any(listener.port == 0 for listener in listeners):
+                raise CommandError("--workers needs fixed ports (port 0 would give each worker its own)")
+            return self._supervise(workers, listeners)
         loop_kind = install_fast_loop()
         secret = hashlib.sha256(b"regis-sip-nonce:" + settings.SECRET_KEY.encode()).digest()
 
@@ -40,6 +58,26 @@ class Command(BaseCommand):
                            commit_batch=settings.SIP_COMMIT_BATCH, announce=announce,
                            tcp_message_timeout=settings.SIP_TCP_MESSAGE_TIMEOUT,
                            tcp_idle_timeout=settings.SIP_TCP_IDLE_TIMEOUT,
-                           max_tcp_per_source=settings.SIP_TCP_MAX_PER_SOURCE)
+                           max_tcp_per_source=settings.SIP_TCP_MAX_PER_SOURCE, reuse_port=reuse_port)
         announce(f"Regis SIP starting ({loop_kind}, realm {settings.SIP_REALM})")
         asyncio.run(worker.run())
+
+    def _supervise(self, count, listeners):
+        """Start ``count`` workers with SO_REUSEPORT; stop them all on SIGTERM/SIGINT."""
+        command = [sys.executable, sys.argv[0], "runsip", "--reuse-port"]
+        for listener in listeners:
+            command += ["--listen", str(listener)]
+        children = [subprocess.Popen(command) for _ in range(count)]
+        stopping = []
+
+        def stop(signum, frame):
+            stopping.append(signum)
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        codes = [child.wait() for child in children]
+        if not stopping and any(codes):
+            raise CommandError(f"a SIP worker exited with {max(codes)}")
