@@ -11,3 +11,12 @@ class ReadOrAdminWrite(BasePermission):
         if request.method in SAFE_METHODS:
             return can_read(request.user)
         return can_write(request.user)
+
+
+class HasRole(BasePermission):
+    """Any method, for any user with a role: for what concerns users themselves (their API token)."""
+
+    message = "You need the viewer or admin role."
+
+    def has_permission(self, request, view):
+        return can_read(request.user)

@@ -1,3 +1,46 @@
-from django.urls import path
+"""The API's addresses: /api/v1/ (a router of viewsets plus two plain views), the OpenAPI
+schema at /api/schema/ and its browsable docs at /api/docs/.
 
-urlpatterns = []
+The schema and the docs are public: they describe the API, not its data, and client
+generators fetch them without credentials. The docs page loads Swagger UI from the
+drf-spectacular-sidecar package's static files, never from a CDN (SPECTACULAR_SETTINGS
+SWAGGER_UI_DIST = "SIDECAR").
+"""
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework import routers
+
+from registrar.api import views
+
+app_name = "api"
+
+
+class Router(routers.DefaultRouter):
+    """DefaultRouter whose root also lists the views that are not viewsets, and without
+    .json format suffixes (an extension number may contain a dot)."""
+
+    include_format_suffixes = False
+
+    def __init__(self, *, extra_root_entries):
+        super().__init__()
+        self.extra_root_entries = extra_root_entries
+
+    def get_api_root_view(self, api_urls=None):
+        entries = {prefix: self.routes[0].name.format(basename=basename) for prefix, _, basename in self.registry}
+        return self.APIRootView.as_view(api_root_dict={**entries, **self.extra_root_entries})
+
+
+router = Router(extra_root_entries={"summary": "summary", "token": "token"})
+router.register("extensions", views.ExtensionViewSet, basename="extension")
+router.register("registrations", views.RegistrationViewSet, basename="registration")
+router.register("auth-attempts", views.AuthAttemptViewSet, basename="authattempt")
+router.register("soft-parameters", views.SoftParameterViewSet, basename="softparameter")
+router.register("soft-parameter-changes", views.SoftParameterChangeViewSet, basename="softparameterchange")
+
+urlpatterns = [
+    path("v1/", include(router.urls)),
+    path("v1/summary/", views.SummaryView.as_view(), name="summary"),
+    path("v1/token/", views.TokenView.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]

@@ -1,0 +1,213 @@
+"""The API's shapes: what each resource looks like on the wire, and input checks.
+
+Serializers only shape data and check input types; they never write. The viewsets hand
+validated data to ``registrar.services``, which own every write and its rules. The
+HA1 hashes of an extension never leave the server, and a password is write-only.
+"""
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from registrar import softparams, stats
+from registrar.choices import ReasonCode
+from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
+
+
+class StrictFieldsMixin:
+    """Refuse fields the resource does not have, so that a typo is an error naming the
+    field rather than a silently ignored change. Read-only fields are tolerated so that
+    a representation can be sent back as it was received. (The browsable API's HTML forms
+    also send their CSRF token.)"""
+
+    tolerated = {"csrfmiddlewaretoken"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields) - self.tolerated)
+            if unknown:
+                raise serializers.ValidationError({name: ["There is no such field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+# -- extensions ------------------------------------------------------------------------
+class ExtensionListSerializer(serializers.ListSerializer):
+    """Computes the states of a whole page in one pass instead of one query per row."""
+
+    def to_representation(self, data):
+        extensions = list(data.all() if hasattr(data, "all") else data)
+        self.child.context["states"] = stats.extension_states(extensions)
+        return super().to_representation(extensions)
+
+
+class ExtensionSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A SIP account: phones register to its number and authenticate with its password."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:extension-detail", lookup_field="number")
+    password = serializers.CharField(
+        write_only=True, required=False, trim_whitespace=False, style={"input_type": "password"},
+        help_text="Only when creating; leave it out to have one generated (returned once as generated_password). "
+                  "To change a password later use set-password.",
+    )
+    state = serializers.SerializerMethodField(
+        help_text="online: at least one live registration; failing: failed attempts in the last hour and no "
+                  "live registration; offline: neither.")
+    devices_online = serializers.SerializerMethodField(help_text="How many live registrations (bindings) it has.")
+
+    class Meta:
+        model = Extension
+        fields = ["url", "number", "display_name", "enabled", "max_contacts", "password", "realm", "state",
+                  "devices_online", "created_at", "updated_at"]
+        read_only_fields = ["realm", "created_at", "updated_at"]
+        # Stated here because the model's range depends on the database (SQLite has no small integers).
+        extra_kwargs = {"max_contacts": {"min_value": 0, "max_value": 32767}}
+        list_serializer_class = ExtensionListSerializer
+
+    def validate_number(self, number):
+        if self.instance is not None and number != self.instance.number:
+            raise serializers.ValidationError(
+                "An extension's number cannot change (its password hashes include it); create a new extension.")
+        return number
+
+    def validate_password(self, password):
+        if self.instance is not None:
+            raise serializers.ValidationError("Passwords are changed with the set-password action.")
+        return password
+
+    @extend_schema_field(serializers.ChoiceField(choices=["online", "failing", "offline"]))
+    def get_state(self, extension) -> str:
+        states = self.context.get("states") or stats.extension_states([extension])
+        return states[extension.pk]
+
+    def get_devices_online(self, extension) -> int:
+        annotated = getattr(extension, "devices_online", None)
+        if annotated is not None:
+            return annotated
+        return extension.bindings.filter(expires_at__gt=timezone.now()).count()
+
+
+class ExtensionCreatedSerializer(ExtensionSerializer):
+    """A new extension, with the generated password if one was generated."""
+
+    generated_password = serializers.CharField(
+        read_only=True, allow_null=True,
+        help_text="The generated password when none was given, shown this once (only its hashes are stored); "
+                  "null when the request gave one.")
+
+    class Meta(ExtensionSerializer.Meta):
+        fields = ExtensionSerializer.Meta.fields + ["generated_password"]
+
+
+class SetPasswordSerializer(StrictFieldsMixin, serializers.Serializer):
+    """Either a password, or generate: true."""
+
+    password = serializers.CharField(required=False, trim_whitespace=False, style={"input_type": "password"},
+                                     help_text="The new password; or leave it out and send generate: true.")
+    generate = serializers.BooleanField(required=False, default=False,
+                                        help_text="Generate a password and return it once.")
+
+    def validate(self, data):
+        if data["generate"] == ("password" in data):
+            raise serializers.ValidationError(
+                {"password": ["Give either a password or generate: true, not both and not neither."]})
+        return data
+
+
+class GeneratedPasswordSerializer(serializers.Serializer):
+    """The outcome of set-password."""
+
+    number = serializers.CharField()
+    generated_password = serializers.CharField(
+        allow_null=True, help_text="The generated password, shown this once; null when the request gave one.")
+
+
+# -- registrations ---------------------------------------------------------------------
+class RegistrationSerializer(serializers.ModelSerializer):
+    """A live registration: one device (contact) bound to an extension until it expires."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:registration-detail")
+    extension = serializers.CharField(source="extension.number", read_only=True)
+    contact = serializers.CharField(source="contact_uri", read_only=True)
+    registered_at = serializers.DateTimeField(source="first_registered", read_only=True)
+    expires_in = serializers.SerializerMethodField(help_text="Seconds until the binding expires.")
+
+    class Meta:
+        model = Binding
+        fields = ["id", "url", "extension", "contact", "contact_params", "q", "instance_id", "reg_id",
+                  "source_ip", "source_port", "transport", "user_agent", "path", "call_id", "cseq",
+                  "registered_at", "last_refreshed", "expires_at", "expires_in"]
+        read_only_fields = fields
+
+    def get_expires_in(self, binding) -> int:
+        return max(0, int((binding.expires_at - timezone.now()).total_seconds()))
+
+
+# -- authentication attempts -----------------------------------------------------------
+class AuthAttemptSerializer(serializers.ModelSerializer):
+    """A rejected or re-challenged request and why."""
+
+    extension = serializers.CharField(source="extension_number", read_only=True,
+                                      help_text="The extension the request was for, as the phone sent it.")
+    reason = serializers.ChoiceField(choices=ReasonCode.choices, read_only=True, help_text="The reason code.")
+    explanation = serializers.CharField(read_only=True, help_text="The reason in words, for people.")
+
+    class Meta:
+        model = AuthAttempt
+        fields = ["id", "created_at", "source_ip", "source_port", "transport", "method", "aor", "extension",
+                  "auth_username", "user_agent", "outcome", "reason", "explanation", "status", "detail"]
+        read_only_fields = fields
+
+
+# -- soft parameters -------------------------------------------------------------------
+class SoftParameterSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A runtime policy setting; only its value can be changed."""
+
+    value = serializers.JSONField(help_text="A boolean, integer, text or list of text, as the kind says.")
+    choices = serializers.SerializerMethodField(help_text="For lists: the values allowed (empty: any).")
+
+    class Meta:
+        model = SoftParameter
+        fields = ["number", "name", "kind", "value", "default", "minimum", "maximum", "choices", "description",
+                  "updated_at"]
+        read_only_fields = ["number", "name", "kind", "default", "minimum", "maximum", "description",
+                            "updated_at"]
+
+    def get_choices(self, parameter) -> list[str]:
+        spec = softparams.BY_NUMBER.get(parameter.number)
+        return list(spec.choices) if spec else []
+
+
+class SoftParameterChangeSerializer(serializers.ModelSerializer):
+    """One change of a soft parameter: who, when, through what, from which value to which."""
+
+    parameter = serializers.IntegerField(source="parameter_id", read_only=True)
+
+    class Meta:
+        model = SoftParameterChange
+        fields = ["id", "parameter", "changed_at", "actor", "via", "old_value", "new_value"]
+        read_only_fields = fields
+
+
+# -- summary and tokens ----------------------------------------------------------------
+class HourSerializer(serializers.Serializer):
+    """One hour of the dashboard's chart."""
+
+    hour = serializers.DateTimeField(help_text="The start of the hour.")
+    registrations = serializers.IntegerField(help_text="Successful REGISTERs in the hour.")
+    failures = serializers.IntegerField(help_text="Rejected or re-challenged requests in the hour.")
+
+
+class SummarySerializer(serializers.Serializer):
+    """The dashboard's counts."""
+
+    extensions = serializers.IntegerField()
+    extensions_registered = serializers.IntegerField(help_text="Extensions with at least one live registration.")
+    devices_online = serializers.IntegerField(help_text="Live registrations (bindings).")
+    failed_attempts_last_hour = serializers.IntegerField()
+    failed_attempts_last_24h = serializers.IntegerField()
+    hourly = HourSerializer(many=True, help_text="The last 24 hours, oldest first, the current hour last.")
+
+
+class TokenSerializer(serializers.Serializer):
+    """A new API token."""
+
+    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`. Shown this once.")
