@@ -64,17 +64,21 @@ def _decode(text: str) -> str:
     return unquote(text, errors="replace") if "%" in text else text
 
 
-def _param_lookup(params: Params, name: str) -> str | None:
-    name = name.lower()
-    for key, value in params:
-        if key == name:
-            return value
-    return None
+class _WithParams:
+    """Case-insensitive access to a ``params`` tuple of (lowercased name, value)."""
 
+    __slots__ = ()
 
-def _param_present(params: Params, name: str) -> bool:
-    name = name.lower()
-    return any(key == name for key, _ in params)
+    def param(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+    def has_param(self, name: str) -> bool:
+        name = name.lower()
+        return any(key == name for key, _ in self.params)
 
 
 def _format_params(params: Params) -> str:
@@ -145,7 +149,7 @@ def parse_params(text: str) -> Params:
 
 
 @dataclass(frozen=True)
-class Uri:
+class Uri(_WithParams):
     scheme: str
     user: str | None
     password: str | None
@@ -154,12 +158,6 @@ class Uri:
     params: Params
     headers: str
     raw: str = field(compare=False)
-
-    def param(self, name: str) -> str | None:
-        return _param_lookup(self.params, name)
-
-    def has_param(self, name: str) -> bool:
-        return _param_present(self.params, name)
 
     @property
     def user_unescaped(self) -> str | None:
@@ -268,17 +266,11 @@ def _decode_uri_params(text: str) -> Params:
 
 
 @dataclass(frozen=True)
-class NameAddr:
+class NameAddr(_WithParams):
     display_name: str | None
     uri: Uri
     params: Params
     raw: str = field(compare=False)
-
-    def param(self, name: str) -> str | None:
-        return _param_lookup(self.params, name)
-
-    def has_param(self, name: str) -> bool:
-        return _param_present(self.params, name)
 
     @property
     def tag(self) -> str | None:
@@ -342,19 +334,13 @@ def _parse_addr_spec(value: str, text: str) -> NameAddr:
 
 
 @dataclass(frozen=True)
-class Via:
+class Via(_WithParams):
     protocol: str
     transport: str
     host: str
     port: int | None
     params: Params
     raw: str = field(compare=False)
-
-    def param(self, name: str) -> str | None:
-        return _param_lookup(self.params, name)
-
-    def has_param(self, name: str) -> bool:
-        return _param_present(self.params, name)
 
     @property
     def branch(self) -> str | None:
