@@ -15,13 +15,9 @@ The SIP side (runsip, SIPp, users CSV) is :mod:`tests.e2e`.
 """
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from tests import e2e
@@ -34,7 +30,6 @@ CHROMIUM_ARGS = [
 # Every Playwright wait is bounded by this (milliseconds).
 TIMEOUT_MS = 15_000
 WEB_READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 SCREENSHOTS_ENV = "REGIS_SCREENSHOTS"
 
 
@@ -76,97 +71,32 @@ def process_environment(db_url: str, relay_socket: str) -> dict:
     return env
 
 
-def wait_for_port(host: str, port: int, timeout: float, alive=lambda: True) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            return False
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+class Daphne(e2e.ManagedProcess):
+    """``python -m daphne`` serving Regis on loopback; ready when its port accepts connections."""
 
-
-class Daphne:
-    """``python -m daphne`` serving Regis on loopback; a context manager.
-
-    :attr:`output` holds what it printed so far, for assertion messages.
-    """
+    name = "daphne"
 
     def __init__(self, env: dict, *, port: int | None = None, ready_timeout: float = WEB_READY_TIMEOUT):
+        super().__init__(ready_timeout=ready_timeout)
         self.port = port or e2e.free_port()
         self.env = env
-        self.ready_timeout = ready_timeout
-        self.process = None
-        self.stop_requested = False
-        self._lines = []
-        self._lock = threading.Lock()
-        self._threads = []
 
     @property
     def url(self) -> str:
         return f"http://{e2e.LOOPBACK}:{self.port}"
 
-    @property
-    def output(self) -> str:
-        with self._lock:
-            return "".join(self._lines)
+    def command(self) -> list:
+        return [sys.executable, "-m", "daphne", "-b", e2e.LOOPBACK, "-p", str(self.port), "pbx.asgi:application"]
 
-    def _pump(self, stream, label):
-        for line in iter(stream.readline, ""):
-            with self._lock:
-                self._lines.append(f"[{label}] {line}")
-        stream.close()
+    def environment(self) -> dict:
+        return self.env
 
-    def start(self) -> "Daphne":
-        command = [sys.executable, "-m", "daphne", "-b", e2e.LOOPBACK, "-p", str(self.port),
-                   "pbx.asgi:application"]
-        self.process = subprocess.Popen(
-            command, cwd=e2e.REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-        )
-        for stream, label in ((self.process.stdout, "out"), (self.process.stderr, "err")):
-            thread = threading.Thread(target=self._pump, args=(stream, label), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        if not wait_for_port(e2e.LOOPBACK, self.port, self.ready_timeout,
-                             alive=lambda: self.process.poll() is None):
-            code = self.process.poll()
-            self.stop()
-            what = f"exited with {code}" if code is not None else \
-                f"did not accept connections within {self.ready_timeout:.0f} s"
-            raise RuntimeError(f"daphne {what}:\n{self.output}")
-        return self
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL if it has not stopped within STOP_TIMEOUT; the exit code."""
-        if self.process is None:
-            return None
-        self.stop_requested = True
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
-                with self._lock:
-                    self._lines.append("[test] daphne did not stop on SIGTERM; killed\n")
-        for thread in self._threads:
-            thread.join(timeout=2)
-        return self.process.returncode
-
-    @property
-    def died(self) -> bool:
-        return self.process is not None and not self.stop_requested and self.process.poll() is not None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
+    def is_ready(self) -> bool:
+        try:
+            with socket.create_connection((e2e.LOOPBACK, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
 
 # -- the browser -----------------------------------------------------------------------

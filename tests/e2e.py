@@ -81,58 +81,50 @@ def database_url(db: dict) -> str:
 
 
 # -- the SIP worker --------------------------------------------------------------------
-class RunSip:
-    """``python manage.py runsip`` on loopback, UDP and TCP on the same free port.
+class ManagedProcess:
+    """A server the tests start as a subprocess: output captured for assertion messages,
+    a bounded wait until it is ready, SIGTERM (then SIGKILL) to stop; a context manager.
 
-    Use as a context manager; :attr:`output` holds everything it printed so far
-    (stdout and stderr), for assertion messages.
+    Subclasses give :meth:`command`, :meth:`environment` and :meth:`is_ready`.
     """
 
-    def __init__(self, db_url: str, *, port: int | None = None, env: dict | None = None,
-                 ready_timeout: float = READY_TIMEOUT, extra_args: tuple = ()):
-        self.extra_args = tuple(extra_args)
-        self.port = port or free_port()
-        self.db_url = db_url
-        self.extra_env = env or {}
+    name = "process"
+
+    def __init__(self, *, ready_timeout: float = READY_TIMEOUT):
         self.ready_timeout = ready_timeout
         self.process = None
         self.stop_requested = False
         self._lines = []
         self._lock = threading.Lock()
-        self._ready = threading.Event()
         self._threads = []
+
+    def command(self) -> list:
+        raise NotImplementedError
+
+    def environment(self) -> dict:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def on_line(self, label: str, line: str) -> None:
+        """Called for every line printed (label "out" or "err")."""
 
     @property
     def output(self) -> str:
         with self._lock:
             return "".join(self._lines)
 
-    def _environment(self) -> dict:
-        env = dict(os.environ)
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "pbx.settings",
-            "DATABASE_URL": self.db_url,
-            "SIP_DOMAIN": SIP_DOMAIN,
-            "SIP_REALM": SIP_DOMAIN,
-            "PYTHONUNBUFFERED": "1",
-        })
-        env.update(self.extra_env)
-        return env
-
     def _pump(self, stream, label):
         for line in iter(stream.readline, ""):
             with self._lock:
                 self._lines.append(f"[{label}] {line}")
-            if label == "out" and re.search(r"\bready\b", line):
-                self._ready.set()
+            self.on_line(label, line)
         stream.close()
 
-    def start(self) -> "RunSip":
-        command = [sys.executable, "manage.py", "runsip",
-                   "--listen", f"udp:{LOOPBACK}:{self.port}", "--listen", f"tcp:{LOOPBACK}:{self.port}",
-                   *self.extra_args]
+    def start(self):
         self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=self._environment(), stdin=subprocess.DEVNULL,
+            self.command(), cwd=REPO_ROOT, env=self.environment(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         )
         for stream, label in ((self.process.stdout, "out"), (self.process.stderr, "err")):
@@ -140,15 +132,15 @@ class RunSip:
             thread.start()
             self._threads.append(thread)
         deadline = time.monotonic() + self.ready_timeout
-        while not self._ready.wait(0.05):
+        while not self.is_ready():
             if self.process.poll() is not None:
                 self._join_pumps()
-                raise RuntimeError(f"runsip exited with {self.process.returncode} before it was ready:\n"
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode} before it was ready:\n"
                                    f"{self.output}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"runsip printed no 'ready' line within {self.ready_timeout:.0f} s:\n"
-                                   f"{self.output}")
+                raise RuntimeError(f"{self.name} was not ready within {self.ready_timeout:.0f} s:\n{self.output}")
+            time.sleep(0.05)
         return self
 
     def _join_pumps(self):
@@ -168,7 +160,7 @@ class RunSip:
                 self.process.kill()
                 self.process.wait(timeout=STOP_TIMEOUT)
                 with self._lock:
-                    self._lines.append("[test] runsip did not stop on SIGTERM; killed\n")
+                    self._lines.append(f"[test] {self.name} did not stop on SIGTERM; killed\n")
         self._join_pumps()
         return self.process.returncode
 
@@ -177,15 +169,55 @@ class RunSip:
         """Whether it exited without being asked to."""
         return self.process is not None and not self.stop_requested and self.process.poll() is not None
 
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+class RunSip(ManagedProcess):
+    """``python manage.py runsip`` on loopback, UDP and TCP on the same free port;
+    ready when it prints its ``ready`` line."""
+
+    name = "runsip"
+
+    def __init__(self, db_url: str, *, port: int | None = None, env: dict | None = None,
+                 ready_timeout: float = READY_TIMEOUT, extra_args: tuple = ()):
+        super().__init__(ready_timeout=ready_timeout)
+        self.extra_args = tuple(extra_args)
+        self.port = port or free_port()
+        self.db_url = db_url
+        self.extra_env = env or {}
+        self._ready = threading.Event()
+
+    def command(self) -> list:
+        return [sys.executable, "manage.py", "runsip",
+                "--listen", f"udp:{LOOPBACK}:{self.port}", "--listen", f"tcp:{LOOPBACK}:{self.port}",
+                *self.extra_args]
+
+    def environment(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "DJANGO_SETTINGS_MODULE": "pbx.settings",
+            "DATABASE_URL": self.db_url,
+            "SIP_DOMAIN": SIP_DOMAIN,
+            "SIP_REALM": SIP_DOMAIN,
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def on_line(self, label, line):
+        if label == "out" and re.search(r"\bready\b", line):
+            self._ready.set()
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
 
 
 # -- SIPp ------------------------------------------------------------------------------
