@@ -1,21 +1,385 @@
-"""Web pages; each view unpacks the request, asks the services or models, renders."""
-from django.conf import settings
+"""The browser's pages: dashboard, extensions, registrations, failed attempts, soft
+parameters and the user's own API token.
+
+A view unpacks the request, calls a service (the only write path) or a read model
+(``registrar.stats``, and the filter sets of ``registrar.filters`` that the API uses
+too, so a page lists exactly what the same query to the API lists), and renders.
+
+Roles (``registrar.roles``): every page needs the reader role; every write needs the
+admin role, and so do the pages that exist only to write (forms, confirmations).
+
+Pages that update live render their changing parts from partial templates; with
+``?partial=1`` a page returns only those parts (elements with ids), which live.js
+swaps in after a websocket event.
+"""
+import csv
+import itertools
+from functools import wraps
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
 
-from registrar.models import AuthAttempt, Binding, Extension
+from registrar import services, stats
+from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet
+from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
+from registrar.roles import can_read, can_write
+from webui.forms import ExtensionCreateForm, ExtensionEditForm, PasswordForm, SoftParameterForm
+
+EXTENSIONS_PER_PAGE = 100
+ATTEMPTS_PER_PAGE = 50
+TIMELINE_LENGTH = 50
+FEED_LENGTH = 20
+AUDIT_LENGTH = 100
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# ExtensionFilterSet's "enabled" reads true/false; its own widget labels "any" as "Unknown".
+ENABLED_CHOICES = [("", "Any"), ("true", "Enabled"), ("false", "Disabled")]
 
 
-@login_required
-def home(request):
-    now = timezone.now()
-    context = {
-        "sip_domain": settings.SIP_DOMAIN,
-        "extensions": Extension.objects.count(),
-        "registered": Binding.objects.filter(expires_at__gt=now).values("extension").distinct().count(),
-        "bindings": Binding.objects.filter(expires_at__gt=now).select_related("extension")[:50],
-        "failures_last_hour": AuthAttempt.objects.filter(created_at__gte=now - timezone.timedelta(hours=1)).count(),
-        "attempts": AuthAttempt.objects.all()[:20],
+# -- roles ------------------------------------------------------------------------------
+def _requires(*, to_read, to_write):
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def checked(request, *args, **kwargs):
+            allowed = to_read if request.method in SAFE_METHODS else to_write
+            if not allowed(request.user):
+                if not can_read(request.user):
+                    raise PermissionDenied("Your account has no role yet: an admin adds it to the "
+                                           "“admin” or “viewer” group.")
+                raise PermissionDenied("Viewers can look at everything but change nothing.")
+            return view(request, *args, **kwargs)
+        return checked
+    return decorator
+
+
+reader_required = _requires(to_read=can_read, to_write=can_write)
+admin_required = _requires(to_read=can_write, to_write=can_write)
+# The API token belongs to the user, not to the registrar: a viewer manages their own,
+# which reads the API and nothing more.
+own_account = _requires(to_read=can_read, to_write=can_read)
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _partial(request) -> bool:
+    return "partial" in request.GET
+
+
+def _filtered(request, filterset) -> bool:
+    return any(request.GET.get(name) for name in filterset.filters)
+
+
+def _show_once(request, what: str, secret: str) -> None:
+    """Keep a secret in the session until the next page shows it (and forgets it)."""
+    request.session[f"shown-once:{what}"] = secret
+
+
+def _take_shown_once(request, what: str):
+    return request.session.pop(f"shown-once:{what}", None)
+
+
+def _never_cache(response):
+    # A page showing a secret must not come back from the cache on Back.
+    add_never_cache_headers(response)
+    return response
+
+
+def _next_or(request, default: str) -> str:
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return target
+    return default
+
+
+# -- dashboard --------------------------------------------------------------------------
+def _latest_events():
+    """The live feed's first items, from the tables, in the shape of registrar.events."""
+    bindings = (services.live_bindings().select_related("extension")
+                .order_by("-last_refreshed")[:FEED_LENGTH])
+    events = [{
+        "type": "registration", "action": "registered", "extension": binding.extension.number,
+        "contact": binding.contact_uri, "source": f"{binding.source_ip}:{binding.source_port}",
+        "transport": binding.transport, "user_agent": binding.user_agent,
+        "expires_at": binding.expires_at.timestamp(), "at": binding.last_refreshed.timestamp(),
+    } for binding in bindings]
+    events += [{
+        "type": "attempt", "extension": attempt.extension_number, "auth_username": attempt.auth_username,
+        "source": f"{attempt.source_ip}:{attempt.source_port}", "transport": attempt.transport,
+        "user_agent": attempt.user_agent, "reason": attempt.reason, "explanation": attempt.explanation,
+        "status": attempt.status, "at": attempt.created_at.timestamp(),
+    } for attempt in AuthAttempt.objects.all()[:FEED_LENGTH]]
+    events.sort(key=lambda event: event["at"], reverse=True)
+    return events[:FEED_LENGTH]
+
+
+@reader_required
+def dashboard(request):
+    context = {"summary": stats.summary(), "series": stats.hourly_series(24)}
+    if _partial(request):
+        return render(request, "webui/_dashboard_live.html", context)
+    context["feed"] = _latest_events()
+    return render(request, "webui/dashboard.html", context)
+
+
+# -- extensions -------------------------------------------------------------------------
+@reader_required
+def extensions(request):
+    live = Q(bindings__expires_at__gt=timezone.now())
+    filterset = ExtensionFilterSet(request.GET, queryset=Extension.objects.annotate(
+        devices=Count("bindings", filter=live)).order_by("number"))
+    page = Paginator(filterset.qs, EXTENSIONS_PER_PAGE).get_page(request.GET.get("page"))
+    rows = list(page)
+    states = stats.extension_states(rows)
+    for extension in rows:
+        extension.state = states[extension.pk]
+    return render(request, "webui/extensions.html", {"filterset": filterset, "page": page, "rows": rows,
+                                                     "enabled_choices": ENABLED_CHOICES})
+
+
+@admin_required
+def extension_create(request):
+    form = ExtensionCreateForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            extension, generated = services.create_extension(**form.cleaned_data)
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            if generated:
+                _show_once(request, f"password:{extension.number}", generated)
+            messages.success(request, f"Extension {extension.number} created.")
+            return redirect("extension", number=extension.number)
+    return render(request, "webui/extension_form.html", {"form": form, "extension": None})
+
+
+def _extension_live_context(extension):
+    return {
+        "extension": extension,
+        "state": stats.extension_states([extension])[extension.pk],
+        "bindings": services.live_bindings().filter(extension=extension).select_related("extension"),
+        "attempts": AuthAttempt.objects.filter(extension_number=extension.number)[:TIMELINE_LENGTH],
+        "timeline_length": TIMELINE_LENGTH,
     }
-    return render(request, "webui/home.html", context)
+
+
+@reader_required
+def extension_detail(request, number):
+    extension = get_object_or_404(Extension, number=number)
+    context = _extension_live_context(extension)
+    if _partial(request):
+        return render(request, "webui/_extension_live.html", context)
+    context["generated_password"] = _take_shown_once(request, f"password:{extension.number}")
+    response = render(request, "webui/extension.html", context)
+    return _never_cache(response) if context["generated_password"] else response
+
+
+@admin_required
+def extension_edit(request, number):
+    extension = get_object_or_404(Extension, number=number)
+    if request.method == "POST":
+        form = ExtensionEditForm(request.POST)
+        if form.is_valid():
+            try:
+                services.update_extension(extension, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_service_error(error)
+            else:
+                messages.success(request, f"Extension {extension.number} saved.")
+                return redirect("extension", number=extension.number)
+    else:
+        form = ExtensionEditForm(initial={"display_name": extension.display_name, "enabled": extension.enabled,
+                                          "max_contacts": extension.max_contacts})
+    return render(request, "webui/extension_form.html", {"form": form, "extension": extension})
+
+
+@admin_required
+def extension_password(request, number):
+    extension = get_object_or_404(Extension, number=number)
+    form = PasswordForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            generated = services.set_password(extension, form.cleaned_data["password"])
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            if generated:
+                _show_once(request, f"password:{extension.number}", generated)
+            messages.success(request, f"New password set for {extension.number}.")
+            return redirect("extension", number=extension.number)
+    return render(request, "webui/extension_password.html", {"form": form, "extension": extension})
+
+
+def _set_enabled(request, number, enabled):
+    extension = get_object_or_404(Extension, number=number)
+    services.update_extension(extension, enabled=enabled)
+    messages.success(request, f"Extension {extension.number} {'enabled' if enabled else 'disabled'}.")
+    return redirect("extension", number=extension.number)
+
+
+@admin_required
+@require_POST
+def extension_enable(request, number):
+    return _set_enabled(request, number, True)
+
+
+@admin_required
+@require_POST
+def extension_disable(request, number):
+    return _set_enabled(request, number, False)
+
+
+@admin_required
+def extension_delete(request, number):
+    extension = get_object_or_404(Extension, number=number)
+    if request.method == "POST":
+        services.delete_extension(extension)
+        messages.success(request, f"Extension {number} deleted.")
+        return redirect("extensions")
+    return render(request, "webui/extension_delete.html", {"extension": extension,
+                                                           "devices": services.live_bindings()
+                                                           .filter(extension=extension).count()})
+
+
+# -- registrations ----------------------------------------------------------------------
+@reader_required
+def registrations(request):
+    filterset = BindingFilterSet(request.GET, queryset=Binding.objects.select_related("extension"))
+    context = {"filterset": filterset, "bindings": filterset.qs, "filtered": _filtered(request, filterset)}
+    if _partial(request):
+        return render(request, "webui/_registration_rows.html", context)
+    return render(request, "webui/registrations.html", context)
+
+
+@admin_required
+@require_POST
+def binding_remove(request, pk):
+    binding = Binding.objects.select_related("extension").filter(pk=pk).first()
+    if binding is None:
+        messages.info(request, "That registration had already ended.")
+    else:
+        services.remove_binding(binding)
+        messages.success(request, f"Unregistered {binding.contact_uri} of {binding.extension.number}; the phone "
+                                  "registers again at its next refresh unless it is stopped.")
+    return redirect(_next_or(request, "/registrations/"))
+
+
+# -- failed authentication attempts ----------------------------------------------------
+def _attempts_filterset(request):
+    filterset = AuthAttemptFilterSet(request.GET, queryset=AuthAttempt.objects.all())
+    for name in ("since", "until"):
+        filterset.form.fields[name].widget.attrs["placeholder"] = "YYYY-MM-DD HH:MM"
+    return filterset
+
+
+@reader_required
+def attempts(request):
+    filterset = _attempts_filterset(request)
+    page = Paginator(filterset.qs, ATTEMPTS_PER_PAGE).get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    # Attempts often name extensions that do not exist; only real ones get a link.
+    known = set(Extension.objects.filter(number__in={attempt.extension_number for attempt in rows})
+                .values_list("number", flat=True))
+    context = {"filterset": filterset, "page": page, "attempts": rows, "known_extensions": known,
+               "filtered": _filtered(request, filterset)}
+    if _partial(request):
+        return render(request, "webui/_attempt_rows.html", context)
+    return render(request, "webui/attempts.html", context)
+
+
+class _Echo:
+    """A file-like sink for csv.writer that hands each row back instead of storing it."""
+
+    def write(self, text):
+        return text
+
+
+CSV_HEADER = ["time", "source_ip", "source_port", "transport", "method", "extension", "aor", "auth_username",
+              "user_agent", "outcome", "status", "reason", "explanation", "detail"]
+# A cell starting with one of these is a formula to a spreadsheet; the User-Agent and
+# usernames come from whoever sent the REGISTER, so they are defused with a quote.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+@reader_required
+def attempts_csv(request):
+    filterset = _attempts_filterset(request)
+    if not filterset.is_valid():
+        # An export that quietly dropped a mistyped filter would hold the wrong rows.
+        return HttpResponseBadRequest("; ".join(f"{field}: {' '.join(errors)}"
+                                               for field, errors in filterset.errors.items()),
+                                      content_type="text/plain; charset=utf-8")
+    rows = (
+        [attempt.created_at.isoformat(), attempt.source_ip, attempt.source_port, attempt.transport,
+         _defused(attempt.method), _defused(attempt.extension_number), _defused(attempt.aor),
+         _defused(attempt.auth_username), _defused(attempt.user_agent), attempt.outcome, attempt.status,
+         attempt.reason, attempt.explanation, _defused(attempt.detail)]
+        for attempt in filterset.qs.iterator(chunk_size=2000)
+    )
+    writer = csv.writer(_Echo())
+    lines = (writer.writerow(row) for row in itertools.chain([CSV_HEADER], rows))
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (f'attachment; filename="failed-attempts-'
+                                       f'{timezone.now():%Y%m%d-%H%M%S}.csv"')
+    return response
+
+
+# -- soft parameters --------------------------------------------------------------------
+def _settings_page(request, bound_form=None):
+    editable = can_write(request.user)
+    forms = [bound_form if bound_form and bound_form.parameter.number == parameter.number
+             else SoftParameterForm(parameter, editable=editable)
+             for parameter in SoftParameter.objects.all()]
+    audit = SoftParameterChange.objects.select_related("parameter")[:AUDIT_LENGTH]
+    return render(request, "webui/settings.html", {"forms": forms, "audit": audit})
+
+
+@reader_required
+def soft_parameters(request):
+    return _settings_page(request)
+
+
+@admin_required
+@require_POST
+def soft_parameter_set(request, number):
+    parameter = get_object_or_404(SoftParameter, number=number)
+    form = SoftParameterForm(parameter, request.POST)
+    if form.is_valid():
+        try:
+            services.set_soft_parameter(parameter.number, form.cleaned_data["value"], user=request.user, via="web")
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"{parameter.number} {parameter.name} saved; the SIP worker applies it "
+                                      "within a second.")
+            return redirect(f"/settings/#param-{parameter.number}")
+    return _settings_page(request, bound_form=form)
+
+
+# -- the user's API token ---------------------------------------------------------------
+@own_account
+def api_token(request):
+    if request.method == "POST":
+        if request.POST.get("action") == "revoke":
+            if services.revoke_api_token(request.user):
+                messages.success(request, "Your API token is revoked; requests using it are refused from now on.")
+        else:
+            _show_once(request, "api-token", services.issue_api_token(request.user))
+        return redirect("api-token")
+    key = _take_shown_once(request, "api-token")
+    token = Token.objects.filter(user=request.user).first()
+    response = render(request, "webui/token.html", {"key": key, "token": token})
+    return _never_cache(response) if key else response

@@ -1,0 +1,98 @@
+"""The web UI's forms: what an admin types, as fields to render and parse.
+
+The forms only parse input into Python values; the services validate and write, and
+their ValidationError (which names the field) is shown on the form by
+:meth:`ServiceForm.add_service_error`, so a rule is checked in one place whether the
+change comes from the browser, the API or the CLI.
+"""
+from django import forms
+from django.core.exceptions import ValidationError
+
+from registrar.choices import ParameterKind
+from registrar.models import Extension
+
+
+class ServiceForm(forms.Form):
+    def add_service_error(self, error: ValidationError) -> None:
+        """Show a service's error on the fields it names; any other field's above the form."""
+        if not hasattr(error, "error_dict"):
+            self.add_error(None, error)
+            return
+        for field, errors in error.error_dict.items():
+            self.add_error(field if field in self.fields else None, errors)
+
+
+def _password_field(help_text):
+    return forms.CharField(
+        required=False, strip=False, help_text=help_text,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+
+def _max_contacts_field():
+    # No min_value: the model's range is checked by the service, and its message shown here.
+    return forms.IntegerField(initial=5, label="Max devices", widget=forms.NumberInput(attrs={"min": 0}),
+                              help_text="How many devices (contacts) may register to this extension at once.")
+
+
+class ExtensionCreateForm(ServiceForm):
+    number = forms.CharField(max_length=64, help_text=Extension._meta.get_field("number").help_text,
+                             widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"}))
+    display_name = forms.CharField(max_length=128, required=False)
+    password = _password_field("Leave empty to generate one; it is shown once.")
+    max_contacts = _max_contacts_field()
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def clean_password(self):
+        # The services generate a password for None, not for "".
+        return self.cleaned_data["password"] or None
+
+
+class ExtensionEditForm(ServiceForm):
+    display_name = forms.CharField(max_length=128, required=False)
+    max_contacts = _max_contacts_field()
+    enabled = forms.BooleanField(required=False)
+
+
+class PasswordForm(ServiceForm):
+    password = _password_field("Leave empty to generate one; it is shown once. Phones registered with the "
+                               "old password fail at their next refresh.")
+
+    def clean_password(self):
+        return self.cleaned_data["password"] or None
+
+
+def shown_value(value) -> str:
+    """A soft parameter value as an admin reads and types it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return "" if value is None else str(value)
+
+
+class SoftParameterForm(ServiceForm):
+    """One parameter's value; the field's kind follows the parameter's."""
+
+    def __init__(self, parameter, data=None, *, editable=True):
+        initial = parameter.value if parameter.kind == ParameterKind.BOOLEAN else shown_value(parameter.value)
+        # Every parameter's form is on one page: prefix the ids so they stay unique.
+        super().__init__(data, initial={"value": initial}, auto_id=f"id_param{parameter.number}_%s")
+        self.parameter = parameter
+        self.fields["value"] = self._value_field(parameter)
+        self.fields["value"].disabled = not editable
+
+    @staticmethod
+    def _value_field(parameter):
+        label = parameter.name
+        if parameter.kind == ParameterKind.BOOLEAN:
+            return forms.BooleanField(required=False, label=label, widget=forms.CheckboxInput(
+                attrs={"class": "switch", "role": "switch", "data-autosubmit": ""}))
+        if parameter.kind == ParameterKind.INTEGER:
+            # A CharField: the range and the message about it come from the service.
+            attrs = {"min": parameter.minimum, "max": parameter.maximum, "inputmode": "numeric"}
+            return forms.CharField(label=label, widget=forms.NumberInput(
+                attrs={name: value for name, value in attrs.items() if value is not None}))
+        if parameter.kind == ParameterKind.LIST:
+            return forms.CharField(required=False, label=label, help_text="Comma-separated.")
+        return forms.CharField(required=False, label=label)
