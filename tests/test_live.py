@@ -104,3 +104,42 @@ def test_publishing_with_nobody_listening_is_harmless(relay_socket):
     live.publish([{"type": "registration"}])
     assert not Path(relay_socket).exists()
     asyncio.run(asyncio.sleep(0))
+
+
+def redis_reachable():
+    import socket as sockets
+
+    try:
+        with sockets.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not redis_reachable(), reason="no Redis on 127.0.0.1:6379")
+def test_with_redis_events_cross_processes_through_channels_redis(django_user_model, settings):
+    """The production shape: producers group_send to channels_redis, no relay socket."""
+    from channels.layers import channel_layers
+
+    settings.LIVE_RELAY_SOCKET = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                           "CONFIG": {"hosts": ["redis://127.0.0.1:6379/15"],
+                                                      "prefix": "regis-test"}}}
+    channel_layers.backends.clear()
+    viewer = user_in(django_user_model, "viewer", "watcher")
+    event = events.registration_changed("registered", "1001", "sip:1001@192.0.2.1", "192.0.2.1", 5060, "udp",
+                                        "Phone", 1.8e9)
+    try:
+        async def scenario():
+            communicator = communicator_for(viewer)
+            connected, _ = await communicator.connect()
+            assert connected
+            # The SIP worker publishes from its own loop; here the producer is another thread.
+            await sync_to_async(live.publish, thread_sensitive=False)([event])
+            message = await communicator.receive_json_from(timeout=5)
+            await communicator.disconnect()
+            return message
+
+        assert async_to_sync(scenario)() == {"events": [event]}
+    finally:
+        channel_layers.backends.clear()
