@@ -29,20 +29,38 @@ def registration_changed(action, extension, contact, source_ip, source_port, tra
     }
 
 
+def binding_registered(binding):
+    """From a stored :class:`registrar.models.Binding` (the dashboard's first feed items)."""
+    return registration_changed("registered", binding.extension.number, binding.contact_uri, binding.source_ip,
+                                binding.source_port, binding.transport, binding.user_agent,
+                                binding.expires_at.timestamp(), binding.last_refreshed.timestamp())
+
+
 def binding_removed(binding):
     return registration_changed("unregistered", binding.extension.number, binding.contact_uri, binding.source_ip,
                                 binding.source_port, binding.transport, binding.user_agent, None)
 
 
+def _attempt(extension, auth_username, ip, port, transport, user_agent, reason, status, at):
+    reason = Reason(reason)
+    return {
+        "type": "attempt", "extension": extension, "auth_username": auth_username, "source": f"{ip}:{port}",
+        "transport": transport, "user_agent": user_agent, "reason": reason.value,
+        "explanation": EXPLANATIONS[reason], "status": status, "at": at,
+    }
+
+
 def attempt_recorded(attempt):
     """From a :class:`registrar.sip.core.Attempt`."""
-    reason = Reason(attempt.reason)
-    return {
-        "type": "attempt", "extension": attempt.extension_number, "auth_username": attempt.auth_username,
-        "source": f"{attempt.source.ip}:{attempt.source.port}", "transport": attempt.source.transport,
-        "user_agent": attempt.user_agent, "reason": reason.value, "explanation": EXPLANATIONS[reason],
-        "status": attempt.status, "at": attempt.at,
-    }
+    return _attempt(attempt.extension_number, attempt.auth_username, attempt.source.ip, attempt.source.port,
+                    attempt.source.transport, attempt.user_agent, attempt.reason, attempt.status, attempt.at)
+
+
+def attempt_stored(attempt):
+    """From a stored :class:`registrar.models.AuthAttempt`."""
+    return _attempt(attempt.extension_number, attempt.auth_username, attempt.source_ip, attempt.source_port,
+                    attempt.transport, attempt.user_agent, attempt.reason, attempt.status,
+                    attempt.created_at.timestamp())
 
 
 def soft_parameter_changed(parameter, by):

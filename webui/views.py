@@ -29,7 +29,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from registrar import services, stats
+from registrar import events, services, stats
 from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet
 from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
 from registrar.roles import can_read, can_write
@@ -106,20 +106,10 @@ def _latest_events():
     """The live feed's first items, from the tables, in the shape of registrar.events."""
     bindings = (services.live_bindings().select_related("extension")
                 .order_by("-last_refreshed")[:FEED_LENGTH])
-    events = [{
-        "type": "registration", "action": "registered", "extension": binding.extension.number,
-        "contact": binding.contact_uri, "source": f"{binding.source_ip}:{binding.source_port}",
-        "transport": binding.transport, "user_agent": binding.user_agent,
-        "expires_at": binding.expires_at.timestamp(), "at": binding.last_refreshed.timestamp(),
-    } for binding in bindings]
-    events += [{
-        "type": "attempt", "extension": attempt.extension_number, "auth_username": attempt.auth_username,
-        "source": f"{attempt.source_ip}:{attempt.source_port}", "transport": attempt.transport,
-        "user_agent": attempt.user_agent, "reason": attempt.reason, "explanation": attempt.explanation,
-        "status": attempt.status, "at": attempt.created_at.timestamp(),
-    } for attempt in AuthAttempt.objects.all()[:FEED_LENGTH]]
-    events.sort(key=lambda event: event["at"], reverse=True)
-    return events[:FEED_LENGTH]
+    feed = [events.binding_registered(binding) for binding in bindings]
+    feed += [events.attempt_stored(attempt) for attempt in AuthAttempt.objects.all()[:FEED_LENGTH]]
+    feed.sort(key=lambda event: event["at"], reverse=True)
+    return feed[:FEED_LENGTH]
 
 
 @reader_required
