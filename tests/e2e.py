@@ -478,13 +478,34 @@ class SipClient:
         return self.request(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     def request(self, data: bytes) -> SipResponse:
-        """Send one request; the first final response to it (provisional ones skipped)."""
+        """Send one request; the first final response to it (provisional ones skipped).
+
+        Over UDP the request is retransmitted as RFC 3261 §17.1.2.2 says (Timer E:
+        500 ms, doubling up to 4 s), as a phone would when a datagram is lost.
+        """
         self.send(data)
         deadline = time.monotonic() + self.timeout
+        interval = 0.5
+        next_send = time.monotonic() + interval
         while True:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise TimeoutError("no final response")
-            response = parse_response(self.receive())
+            if self.transport == "udp":
+                if now >= next_send:
+                    self.send(data)
+                    interval = min(interval * 2, 4.0)
+                    next_send = now + interval
+                self.sock.settimeout(max(0.01, min(next_send, deadline) - now))
+                try:
+                    raw = self.receive()
+                except (TimeoutError, socket.timeout):
+                    continue
+                finally:
+                    self.sock.settimeout(self.timeout)
+            else:
+                raw = self.receive()
+            response = parse_response(raw)
             if response.status >= 200:
                 return response
 
