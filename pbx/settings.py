@@ -201,15 +201,41 @@ SIP_TCP_MESSAGE_TIMEOUT = envint("SIP_TCP_MESSAGE_TIMEOUT", 10)
 SIP_TCP_IDLE_TIMEOUT = envint("SIP_TCP_IDLE_TIMEOUT", 900)
 SIP_TCP_MAX_PER_SOURCE = envint("SIP_TCP_MAX_PER_SOURCE", 100)
 
+LOG_FORMAT = env("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "registrar.jsonlog.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # "Task ... succeeded" for every job run: JobRun records them (manage.py jobs list).
+    "loggers": {"celery.app.trace": {"level": "WARNING"}},
 }
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 CELERY_BEAT_SCHEDULE = {
-    "purge-expired-bindings": {"task": "registrar.tasks.purge_expired_bindings", "schedule": 60.0},
-    "prune-trace": {"task": "registrar.tasks.prune_trace", "schedule": 300.0},
+    name: {"task": "registrar.tasks.run_job", "args": (name,), "schedule": float(seconds)}
+    for name, seconds in (
+        ("send_alerts", 30), ("purge_expired_bindings", 60), ("check_failure_spikes", 60),
+        ("check_stopped_registering", 60), ("prune_trace", 300), ("prune_auth_attempts", 3600),
+        ("prune_operations_history", 3600), ("prune_parameter_audit", 86400), ("prune_hourly_stats", 86400),
+    )
 }
+
+# --- operations -------------------------------------------------------------------------
+METRICS_TOKEN = env("METRICS_TOKEN")
+EMAIL_HOST = env("EMAIL_HOST")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "0")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "0")
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                    else "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", f"regis@{SIP_DOMAIN}")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL

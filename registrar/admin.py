@@ -102,3 +102,102 @@ class BanAdmin(admin.ModelAdmin):
     def lift(self, request, queryset):
         for ban in queryset:
             services.lift_ban(ban, by=request.user.get_username())
+
+
+# -- operations: alert routing, webhooks, and what happened (read-only) ----------------
+from django.core.exceptions import ValidationError  # noqa: E402
+
+from registrar.models import (Alert, AlertEvent, AlertRoute, JobRun, Webhook, WebhookDelivery,  # noqa: E402
+                              WorkerStatus)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class AlertRouteForm(forms.ModelForm):
+    class Meta:
+        model = AlertRoute
+        fields = ["event", "emails", "enabled"]
+
+    def clean_emails(self):
+        try:
+            return services.clean_emails(self.cleaned_data["emails"])
+        except ValidationError as error:
+            raise ValidationError(error.message_dict["emails"]) from None
+
+
+@admin.register(AlertRoute)
+class AlertRouteAdmin(admin.ModelAdmin):
+    form = AlertRouteForm
+    list_display = ["event", "emails", "enabled", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["event"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        route = services.set_alert_route(obj.event, obj.emails, obj.enabled)
+        obj.pk = route.pk
+
+    def delete_model(self, request, obj):
+        services.delete_alert_route(obj)
+
+
+class WebhookForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+    events = forms.MultipleChoiceField(choices=AlertEvent.choices, widget=forms.CheckboxSelectMultiple)
+    secret = forms.CharField(required=False, max_length=128,
+                             help_text="The key of the X-Regis-Signature HMAC. Leave empty to generate one.")
+
+    class Meta:
+        model = Webhook
+        fields = ["name", "url", "secret", "events", "enabled"]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    form = WebhookForm
+    list_display = ["__str__", "url", "events", "enabled", "updated_at"]
+    list_filter = ["enabled"]
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in ("name", "url", "secret", "events", "enabled")}
+        if change:
+            webhook = services.update_webhook(obj, **fields)
+        else:
+            webhook, _ = services.create_webhook(fields.pop("url"), fields.pop("events"), **fields)
+            obj.pk = webhook.pk
+        if not form.cleaned_data["secret"]:
+            messages.warning(request, f"Generated webhook secret (configure the receiver with it): {webhook.secret}")
+
+    def delete_model(self, request, obj):
+        services.delete_webhook(obj)
+
+
+@admin.register(JobRun)
+class JobRunAdmin(_ReadOnlyAdmin):
+    list_display = ["name", "started_at", "duration", "outcome", "result"]
+    list_filter = ["outcome", "name"]
+
+
+@admin.register(Alert)
+class AlertAdmin(_ReadOnlyAdmin):
+    list_display = ["created_at", "event", "subject", "dispatched_at", "emailed_to", "email_error"]
+    list_filter = ["event"]
+    search_fields = ["subject", "target"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(_ReadOnlyAdmin):
+    list_display = ["created_at", "webhook", "alert", "attempt", "status_code", "error", "succeeded", "will_retry"]
+    list_filter = ["succeeded", "webhook"]
+
+
+@admin.register(WorkerStatus)
+class WorkerStatusAdmin(_ReadOnlyAdmin):
+    list_display = ["hostname", "pid", "listeners", "started_at", "last_seen", "credentials", "requests_per_second",
+                    "received", "errors"]

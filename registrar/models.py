@@ -201,3 +201,164 @@ class TracedMessage(models.Model):
     def __str__(self):
         arrow = "←" if self.direction == "in" else "→"
         return f"{self.captured_at:%H:%M:%S.%f} {arrow} {self.peer_ip}:{self.peer_port} {self.summary}"
+
+
+# -- operations: housekeeping jobs, alerts, process health ----------------------------
+class JobOutcome(models.TextChoices):
+    OK = "ok", "OK"
+    FAILED = "failed", "Failed"
+
+
+class JobRun(models.Model):
+    """One run of a housekeeping job (``registrar.tasks.JOBS``), however it was started:
+    Celery beat, the embedded timer of ``manage.py serve`` or ``manage.py jobs run``."""
+
+    name = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration = models.FloatField(help_text="Seconds.")
+    outcome = models.CharField(max_length=8, choices=JobOutcome.choices)
+    result = models.TextField(blank=True, help_text="What the job did, or the error that stopped it.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["name", "-started_at"])]
+
+    def __str__(self):
+        return f"{self.name} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+
+class AlertEvent(models.TextChoices):
+    BAN = "ban", "A source address was banned"
+    FAILURE_SPIKE = "failure_spike", "Many failed attempts for one extension"
+    STOPPED_REGISTERING = "stopped_registering", "Extensions stopped registering"
+    JOB_FAILED = "job_failed", "A housekeeping job failed"
+    TEST = "test", "Test alert"
+
+
+class AlertRoute(models.Model):
+    """Where the e-mail for one kind of event goes (webhooks subscribe on the Webhook)."""
+
+    event = models.CharField(max_length=32, choices=AlertEvent.choices, unique=True)
+    emails = models.TextField(help_text="E-mail addresses, separated by commas or new lines.")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["event"]
+
+    def __str__(self):
+        return f"{self.get_event_display()} → {', '.join(self.recipients())}"
+
+    def recipients(self) -> list[str]:
+        separated = self.emails.replace("\n", ",").replace(";", ",")
+        return [address.strip() for address in separated.split(",") if address.strip()]
+
+
+class Webhook(models.Model):
+    """An outbound webhook: alerts of the subscribed events are POSTed as JSON, signed
+    with ``X-Regis-Signature: sha256=<hex HMAC-SHA256 of the body keyed with secret>``."""
+
+    name = models.CharField(max_length=100, blank=True)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=128, help_text="The key of the body's HMAC-SHA256 signature.")
+    events = models.JSONField(default=list, help_text="The alert events sent here (AlertEvent values).")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name or self.url
+
+
+class Alert(models.Model):
+    """An event worth telling a human about, kept with how it was sent."""
+
+    event = models.CharField(max_length=32, choices=AlertEvent.choices, db_index=True)
+    target = models.CharField(max_length=255, blank=True, db_index=True,
+                              help_text="What it is about: an extension number, an address, a job name.")
+    dedupe_key = models.CharField(max_length=255, null=True, blank=True, unique=True,
+                                  help_text="Two alerts with one key are one alert (repeat suppression).")
+    subject = models.CharField(max_length=255)
+    text = models.TextField()
+    details = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                         help_text="When a process took it to send (e-mail, webhooks).")
+    emailed_to = models.TextField(blank=True)
+    email_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.subject}"
+
+
+class BanNotice(models.Model):
+    """A ban an alert has told about: each ban is announced once, however many
+    processes look for new bans at the same time."""
+
+    ban = models.OneToOneField(Ban, on_delete=models.CASCADE, primary_key=True, related_name="notice")
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="ban_notices")
+
+
+class ExtensionPresence(models.Model):
+    """The extensions that had a live binding at the last stopped-registering check."""
+
+    extension = models.OneToOneField(Extension, on_delete=models.CASCADE, primary_key=True,
+                                     related_name="presence")
+    registered_since = models.DateTimeField(help_text="The first check that saw it registered.")
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one alert to one webhook."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    attempt = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    succeeded = models.BooleanField(default=False)
+    will_retry = models.BooleanField(default=False)
+    duration = models.FloatField(default=0, help_text="Seconds.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        outcome = self.status_code or self.error or "?"
+        return f"{self.webhook} #{self.alert_id} attempt {self.attempt}: {outcome}"
+
+
+class WorkerStatus(models.Model):
+    """What one runsip process last reported about itself (every few seconds)."""
+
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    listeners = models.JSONField(default=list)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    credentials = models.PositiveIntegerField(default=0, help_text="Extensions in its credentials cache.")
+    connections = models.PositiveIntegerField(default=0, help_text="Open TCP connections.")
+    received = models.BigIntegerField(default=0, help_text="Messages received since start.")
+    errors = models.BigIntegerField(default=0, help_text="Messages that raised an unexpected error.")
+    batches = models.BigIntegerField(default=0, help_text="Group commits of REGISTERs.")
+    stored = models.BigIntegerField(default=0, help_text="REGISTERs stored.")
+    requests_per_second = models.FloatField(default=0, help_text="Messages received per second since the "
+                                                                  "previous report.")
+    counters = models.JSONField(default=dict, help_text="Responses by method and status, REGISTER latency "
+                                                         "histogram (registrar.metrics.WorkerCounters).")
+
+    class Meta:
+        ordering = ["hostname", "pid"]
+        constraints = [models.UniqueConstraint(fields=["hostname", "pid"], name="one_status_per_process")]
+        verbose_name_plural = "worker statuses"
+
+    def __str__(self):
+        return f"runsip {self.hostname}:{self.pid}"

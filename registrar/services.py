@@ -324,6 +324,7 @@ def ban_sources(decisions) -> list[Ban]:
         for d in decisions
     ])
     transaction.on_commit(lambda: live.publish([events.ban_changed(ban, "banned") for ban in bans]))
+    transaction.on_commit(lambda: _queue_ban_alerts([ban.pk for ban in bans]))
     return bans
 
 
@@ -381,3 +382,410 @@ def prune_trace(now: datetime | None = None) -> int:
         more, _ = TracedMessage.objects.filter(id__lte=newest_kept[0]).delete()
         deleted += more
     return deleted
+
+
+# -- operations: housekeeping, alerts, process health ----------------------------------
+# Housekeeping jobs (registrar.tasks.JOBS) call the prune and check functions below; each
+# is idempotent and safe to run twice, even at once in two processes. Alerts are stored
+# here and sent by registrar.alerts (e-mail, webhooks) from a task, never from the SIP
+# worker's database thread.
+from django.core.validators import validate_email  # noqa: E402
+from django.db import IntegrityError  # noqa: E402
+
+from registrar.models import (Alert, AlertEvent, AlertRoute, BanNotice, ExtensionPresence, JobOutcome,  # noqa: E402
+                              JobRun, Webhook, WebhookDelivery, WorkerStatus)
+from registrar.sip.reasons import EXPLANATIONS  # noqa: E402
+
+# Retention and the alert threshold are soft parameters when the catalogue has them
+# (320-323); until then, and when unset, these defaults hold.
+OPERATIONS_DEFAULTS = {
+    "attempts_retention_days": 30,
+    "audit_retention_days": 365,
+    "stats_retention_days": 90,
+    "alert_failure_threshold": 20,
+}
+JOB_HISTORY = timedelta(days=3)
+DELIVERY_HISTORY = timedelta(days=30)
+ALERT_HISTORY = timedelta(days=90)
+FORGET_WORKER_AFTER = timedelta(days=1)
+FAILURE_SPIKE_WINDOW = timedelta(minutes=10)
+ALERT_REPEAT_AFTER = timedelta(hours=1)
+# Bans older than this that no alert announced (alerting was down) are not announced late.
+BAN_ALERT_LOOKBACK = timedelta(hours=24)
+BANS_PER_ALERT = 100
+PENDING_ALERT_LOOKBACK = timedelta(hours=24)
+LIVE_WORKER_WITHIN = timedelta(seconds=15)
+# Deletes go in batches of this many rows, each its own short transaction, so that a
+# large prune never holds the database (SQLite's single writer) away from the SIP worker.
+DELETE_BATCH = 5000
+
+
+def operations_value(name: str):
+    value = soft_parameter_values().get(name)
+    return OPERATIONS_DEFAULTS[name] if value is None else value
+
+
+def _delete_in_batches(queryset) -> int:
+    model = queryset.model
+    deleted = 0
+    while True:
+        ids = list(queryset.values_list("pk", flat=True)[:DELETE_BATCH])
+        if not ids:
+            return deleted
+        _, per_model = model.objects.filter(pk__in=ids).delete()
+        deleted += per_model.get(model._meta.label, 0)
+
+
+def prune_auth_attempts(now: datetime | None = None) -> int:
+    """Delete failed attempts older than ``attempts_retention_days``."""
+    cutoff = (now or timezone.now()) - timedelta(days=operations_value("attempts_retention_days"))
+    return _delete_in_batches(AuthAttempt.objects.filter(created_at__lt=cutoff))
+
+
+def prune_parameter_audit(now: datetime | None = None) -> int:
+    """Delete soft-parameter audit entries older than ``audit_retention_days``, except each
+    parameter's latest change: who set the value in force stays answerable."""
+    cutoff = (now or timezone.now()) - timedelta(days=operations_value("audit_retention_days"))
+    latest = SoftParameterChange.objects.values("parameter").annotate(last=Max("id")).values_list("last", flat=True)
+    return _delete_in_batches(SoftParameterChange.objects.filter(changed_at__lt=cutoff).exclude(id__in=list(latest)))
+
+
+def prune_hourly_stats(now: datetime | None = None) -> int:
+    """Delete hourly roll-ups older than ``stats_retention_days``."""
+    cutoff = (now or timezone.now()) - timedelta(days=operations_value("stats_retention_days"))
+    return _delete_in_batches(HourlyStat.objects.filter(hour__lt=cutoff))
+
+
+def prune_operations_history(now: datetime | None = None) -> dict:
+    """Keep the operations tables small: job runs (but each job's last), webhook
+    deliveries, alerts, and the status rows of runsip processes long gone."""
+    now = now or timezone.now()
+    last_runs = JobRun.objects.values("name").annotate(last=Max("id")).values_list("last", flat=True)
+    return {
+        "job_runs": _delete_in_batches(JobRun.objects.filter(started_at__lt=now - JOB_HISTORY)
+                                       .exclude(id__in=list(last_runs))),
+        "webhook_deliveries": _delete_in_batches(
+            WebhookDelivery.objects.filter(created_at__lt=now - DELIVERY_HISTORY)),
+        "alerts": _delete_in_batches(Alert.objects.filter(created_at__lt=now - ALERT_HISTORY)),
+        "worker_statuses": _delete_in_batches(WorkerStatus.objects.filter(last_seen__lt=now - FORGET_WORKER_AFTER)),
+    }
+
+
+# -- job runs --------------------------------------------------------------------------
+def record_job_run(name: str, started_at: datetime, finished_at: datetime, outcome: str, result: str = "") -> JobRun:
+    return JobRun.objects.create(
+        name=name, started_at=started_at, finished_at=finished_at,
+        duration=max((finished_at - started_at).total_seconds(), 0.0), outcome=JobOutcome(outcome),
+        result=str(result)[:10000],
+    )
+
+
+def last_job_runs() -> list[JobRun]:
+    """The latest recorded run of every job, by name."""
+    latest = JobRun.objects.values("name").annotate(last=Max("id")).values_list("last", flat=True)
+    return list(JobRun.objects.filter(id__in=list(latest)).order_by("name"))
+
+
+def last_successful_runs() -> dict:
+    """{job name: finished_at of its latest successful run}."""
+    return dict(JobRun.objects.filter(outcome=JobOutcome.OK).values("name").annotate(last=Max("finished_at"))
+                .values_list("name", "last"))
+
+
+# -- alert routing ---------------------------------------------------------------------
+def _clean_events(events) -> list[str]:
+    if isinstance(events, str):
+        events = events.replace(",", " ").split()
+    known = set(AlertEvent.values)
+    unknown = [event for event in events if event not in known]
+    if unknown:
+        raise ValidationError({"events": f"Unknown event(s) {', '.join(map(str, unknown))}; "
+                                         f"known: {', '.join(AlertEvent.values)}."})
+    return sorted(set(events), key=AlertEvent.values.index)
+
+
+def clean_emails(emails) -> str:
+    """The addresses as stored (comma separated); ValidationError names the bad one."""
+    route = AlertRoute(emails=", ".join(emails) if isinstance(emails, (list, tuple)) else str(emails))
+    addresses = route.recipients()
+    if not addresses:
+        raise ValidationError({"emails": "Give at least one e-mail address."})
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ValidationError({"emails": f"{address!r} is not an e-mail address."}) from None
+    return ", ".join(addresses)
+
+
+def set_alert_route(event: str, emails, enabled: bool = True) -> AlertRoute:
+    """Send the e-mail of ``event`` alerts to ``emails`` (a list, or text separated by commas)."""
+    (event,) = _clean_events([event])
+    route, _ = AlertRoute.objects.update_or_create(
+        event=event, defaults={"emails": clean_emails(emails), "enabled": enabled})
+    return route
+
+
+def delete_alert_route(route: AlertRoute) -> None:
+    route.delete()
+
+
+def alert_recipients(event: str) -> list[str]:
+    route = AlertRoute.objects.filter(event=event, enabled=True).first()
+    return route.recipients() if route else []
+
+
+def create_webhook(url: str, events, *, name: str = "", secret: str | None = None,
+                   enabled: bool = True) -> tuple[Webhook, str]:
+    """A webhook for ``events``; with no secret one is generated. Returns the secret to
+    show once to whoever configures the receiver."""
+    webhook = Webhook(name=name, url=url, secret=secret or secrets.token_urlsafe(32), events=_clean_events(events),
+                      enabled=enabled)
+    webhook.full_clean()
+    webhook.save()
+    return webhook, webhook.secret
+
+
+def update_webhook(webhook: Webhook, **fields) -> Webhook:
+    for name in ("name", "url", "secret", "enabled"):
+        if name in fields:
+            setattr(webhook, name, fields[name])
+    if "events" in fields:
+        webhook.events = _clean_events(fields["events"])
+    if not webhook.secret:
+        webhook.secret = secrets.token_urlsafe(32)
+    webhook.full_clean()
+    webhook.save()
+    return webhook
+
+
+def delete_webhook(webhook: Webhook) -> None:
+    webhook.delete()
+
+
+def webhooks_for(event: str) -> list[Webhook]:
+    return [webhook for webhook in Webhook.objects.filter(enabled=True) if event in webhook.events]
+
+
+# -- alerts ----------------------------------------------------------------------------
+def raise_alert(event: str, subject: str, text: str, *, target: str = "", details: dict | None = None,
+                dedupe_key: str | None = None, repeat_after: timedelta | None = None,
+                now: datetime | None = None) -> Alert | None:
+    """Store an alert to send; None when it repeats one: same event and target within
+    ``repeat_after``, or the same ``dedupe_key`` (which settles two processes raising
+    it at once)."""
+    now = now or timezone.now()
+    if repeat_after is not None and Alert.objects.filter(event=event, target=target,
+                                                         created_at__gt=now - repeat_after).exists():
+        return None
+    try:
+        with transaction.atomic():
+            return Alert.objects.create(event=AlertEvent(event), target=target[:255], dedupe_key=dedupe_key,
+                                        subject=subject[:255], text=text, details=details or {}, created_at=now)
+    except IntegrityError:
+        return None
+
+
+def _queue_ban_alerts(ban_ids) -> None:
+    """After a ban commits (in the SIP worker): the alert goes out from a Celery task."""
+    from registrar import tasks  # tasks are adapters over this module
+
+    tasks.queue_ban_alerts(ban_ids)
+
+
+def alert_new_bans(now: datetime | None = None) -> Alert | None:
+    """One alert for every ban no alert has announced yet (at most BANS_PER_ALERT; the
+    rest at the next call). Two processes at once announce each ban once: the second
+    one's BanNotice rows collide and its transaction rolls back."""
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            bans = list(Ban.objects.filter(created_at__gte=now - BAN_ALERT_LOOKBACK, created_at__lte=now,
+                                           notice__isnull=True).order_by("created_at", "id")[:BANS_PER_ALERT])
+            if not bans:
+                return None
+            lines = [f"{ban.ip} banned until {ban.expires_at:%Y-%m-%d %H:%M:%S %Z} after {ban.failures} failed "
+                     f"attempts: {ban.detail}" for ban in bans]
+            if len(bans) == 1:
+                subject = f"Source {bans[0].ip} banned"
+            else:
+                subject = f"{len(bans)} source addresses banned"
+            alert = Alert.objects.create(
+                event=AlertEvent.BAN, target=bans[0].ip if len(bans) == 1 else "", subject=subject,
+                text="Regis banned these source addresses (their requests are dropped until the ban ends or an "
+                     "admin lifts it):\n\n" + "\n".join(lines),
+                details={"bans": [{"id": ban.pk, "ip": ban.ip, "until": ban.expires_at.isoformat(),
+                                   "failures": ban.failures, "detail": ban.detail} for ban in bans]},
+                created_at=now)
+            BanNotice.objects.bulk_create([BanNotice(ban=ban, alert=alert) for ban in bans])
+            return alert
+    except IntegrityError:
+        return None
+
+
+def _failure_attempts(number, since, now):
+    # A stale nonce is routine (the phone's challenge expired): not a failure.
+    return (AuthAttempt.objects.filter(extension_number=number, created_at__gt=since, created_at__lte=now)
+            .exclude(reason=Reason.STALE_NONCE))
+
+
+def check_failure_spikes(now: datetime | None = None) -> list[Alert]:
+    """Alert when an extension had more than ``alert_failure_threshold`` failed attempts
+    in the last 10 minutes; once per extension per hour. Numbers that are no
+    extension (scanners guessing) are the ban list's business, not this alert's."""
+    now = now or timezone.now()
+    threshold = operations_value("alert_failure_threshold")
+    if threshold <= 0:
+        return []
+    since = now - FAILURE_SPIKE_WINDOW
+    spikes = (AuthAttempt.objects.filter(created_at__gt=since, created_at__lte=now,
+                                         extension_number__in=Extension.objects.values("number"))
+              .exclude(reason=Reason.STALE_NONCE).values("extension_number").annotate(failures=Count("id"))
+              .filter(failures__gt=threshold).order_by("extension_number"))
+    raised = []
+    for row in spikes:
+        number, failures = row["extension_number"], row["failures"]
+        attempts = _failure_attempts(number, since, now)
+        reasons = Counter(attempts.values_list("reason", flat=True)).most_common()
+        sources = Counter(attempts.values_list("source_ip", flat=True)).most_common(5)
+        text = (f"Extension {number} had {failures} failed attempts in the last "
+                f"{int(FAILURE_SPIKE_WINDOW.total_seconds() // 60)} minutes (alert threshold {threshold}).\n\n"
+                "Reasons:\n" + "\n".join(f"  {count} × {EXPLANATIONS[Reason(reason)]}" for reason, count in reasons)
+                + "\n\nSources:\n" + "\n".join(f"  {count} × {ip}" for ip, count in sources))
+        alert = raise_alert(
+            AlertEvent.FAILURE_SPIKE, f"{failures} failed attempts for extension {number} in 10 minutes", text,
+            target=number, now=now, repeat_after=ALERT_REPEAT_AFTER,
+            dedupe_key=f"failure_spike:{number}:{int(now.timestamp() // 3600)}",
+            details={"extension": number, "failures": failures, "threshold": threshold,
+                     "window_seconds": int(FAILURE_SPIKE_WINDOW.total_seconds()),
+                     "reasons": dict(reasons), "sources": dict(sources)})
+        if alert is not None:
+            raised.append(alert)
+    return raised
+
+
+def check_stopped_registering(now: datetime | None = None) -> Alert | None:
+    """Alert for the extensions that had a live binding at the previous check and have
+    none now (one alert per check, listing them). The first check only takes note."""
+    now = now or timezone.now()
+    live = Binding.objects.filter(expires_at__gt=now)
+    with transaction.atomic():
+        # Locking the rows to delete: a concurrent check skips them, so each is told once.
+        gone = list(ExtensionPresence.objects.select_for_update().exclude(extension_id__in=live.values("extension_id"))
+                    .values_list("extension_id", "registered_since"))
+        gone_ids = [extension_id for extension_id, _ in gone]
+        ExtensionPresence.objects.filter(extension_id__in=gone_ids).delete()
+        known = ExtensionPresence.objects.values("extension_id")
+        arrived = set(live.exclude(extension_id__in=known).values_list("extension_id", flat=True))
+        ExtensionPresence.objects.bulk_create(
+            [ExtensionPresence(extension_id=extension_id, registered_since=now) for extension_id in arrived],
+            ignore_conflicts=True)
+        if not gone:
+            return None
+        since = dict(gone)
+        last_bindings = {}
+        for binding in Binding.objects.filter(extension_id__in=gone_ids).order_by("expires_at"):
+            last_bindings[binding.extension_id] = binding
+        entries, lines = [], []
+        for extension in Extension.objects.filter(id__in=gone_ids).order_by("number"):
+            binding = last_bindings.get(extension.pk)
+            entry = {"extension": extension.number, "name": extension.display_name,
+                     "registered_since": since[extension.pk].isoformat(), "last_contact": None}
+            if binding is not None:
+                entry["last_contact"] = {
+                    "contact": binding.contact_uri, "source": f"{binding.source_ip}:{binding.source_port}",
+                    "transport": binding.transport, "user_agent": binding.user_agent,
+                    "expired_at": binding.expires_at.isoformat()}
+                how = (f"its binding expired at {binding.expires_at:%Y-%m-%d %H:%M:%S %Z} (last from "
+                       f"{binding.source_ip}:{binding.source_port} {binding.transport.upper()}, "
+                       f"{binding.user_agent or 'no User-Agent'})")
+            else:
+                how = "its bindings were removed (unregistered by the phone or an admin)"
+            entries.append(entry)
+            lines.append(f"{extension}: {how}")
+        if not entries:
+            return None  # deleted extensions take their presence with them
+        subject = (f"Extension {entries[0]['extension']} stopped registering" if len(entries) == 1
+                   else f"{len(entries)} extensions stopped registering")
+        return raise_alert(AlertEvent.STOPPED_REGISTERING, subject,
+                           "These extensions had a registered device at the previous check and have none now:\n\n"
+                           + "\n".join(lines),
+                           target=entries[0]["extension"] if len(entries) == 1 else "",
+                           details={"extensions": entries}, now=now)
+
+
+def claim_pending_alerts(now: datetime | None = None, limit: int = 100) -> list[Alert]:
+    """Alerts not sent yet, each claimed by exactly one process (the one whose UPDATE
+    finds it still unclaimed)."""
+    now = now or timezone.now()
+    claimed = []
+    candidates = Alert.objects.filter(dispatched_at__isnull=True, created_at__gte=now - PENDING_ALERT_LOOKBACK)
+    for alert in candidates.order_by("id")[:limit]:
+        if Alert.objects.filter(pk=alert.pk, dispatched_at__isnull=True).update(dispatched_at=now):
+            alert.dispatched_at = now
+            claimed.append(alert)
+    return claimed
+
+
+def record_alert_email(alert: Alert, recipients, error: str = "") -> None:
+    Alert.objects.filter(pk=alert.pk).update(emailed_to=", ".join(recipients), email_error=error[:2000])
+
+
+def record_webhook_delivery(webhook_id: int, alert_id: int, attempt: int, *, status_code: int | None = None,
+                            error: str = "", succeeded: bool = False, will_retry: bool = False,
+                            duration: float = 0.0) -> WebhookDelivery:
+    return WebhookDelivery.objects.create(
+        webhook_id=webhook_id, alert_id=alert_id, attempt=attempt, status_code=status_code, error=error[:500],
+        succeeded=succeeded, will_retry=will_retry, duration=duration)
+
+
+def recent_alerts(limit: int = 50) -> list[Alert]:
+    return list(Alert.objects.all()[:limit])
+
+
+def recent_webhook_deliveries(limit: int = 50, webhook: Webhook | None = None) -> list[WebhookDelivery]:
+    deliveries = WebhookDelivery.objects.select_related("webhook", "alert")
+    if webhook is not None:
+        deliveries = deliveries.filter(webhook=webhook)
+    return list(deliveries[:limit])
+
+
+# -- SIP worker status -----------------------------------------------------------------
+def record_worker_status(report: dict, now: datetime | None = None) -> WorkerStatus:
+    """Store what one runsip process reports about itself (it calls this every few
+    seconds from its database thread). ``report``: hostname, pid, listeners,
+    started_at (epoch seconds), stats ({received, errors, batches, stored}),
+    credentials, connections, counters (registrar.metrics.WorkerCounters.as_dict())."""
+    now = now or timezone.now()
+    started_at = report["started_at"]
+    if not isinstance(started_at, datetime):
+        started_at = _from_epoch(started_at)
+    stats = report.get("stats", {})
+    received = int(stats.get("received", 0))
+    previous = WorkerStatus.objects.filter(hostname=report["hostname"], pid=report["pid"]).first()
+    if previous is not None and previous.started_at == started_at and now > previous.last_seen:
+        rate = max(received - previous.received, 0) / (now - previous.last_seen).total_seconds()
+    else:
+        rate = received / max((now - started_at).total_seconds(), 1.0)
+    status, _ = WorkerStatus.objects.update_or_create(
+        hostname=report["hostname"][:255], pid=report["pid"],
+        defaults={
+            "listeners": [str(listener) for listener in report.get("listeners", [])],
+            "started_at": started_at, "last_seen": now,
+            "credentials": int(report.get("credentials", 0)), "connections": int(report.get("connections", 0)),
+            "received": received, "errors": int(stats.get("errors", 0)), "batches": int(stats.get("batches", 0)),
+            "stored": int(stats.get("stored", 0)), "requests_per_second": round(rate, 3),
+            "counters": report.get("counters") or {},
+        })
+    return status
+
+
+def forget_worker_status(hostname: str, pid: int) -> None:
+    """A runsip process that stops cleanly removes its row."""
+    WorkerStatus.objects.filter(hostname=hostname, pid=pid).delete()
+
+
+def live_worker_statuses(within: timedelta = LIVE_WORKER_WITHIN, now: datetime | None = None) -> list[WorkerStatus]:
+    """The runsip processes that reported within ``within``."""
+    now = now or timezone.now()
+    return list(WorkerStatus.objects.filter(last_seen__gte=now - within))

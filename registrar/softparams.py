@@ -74,6 +74,16 @@ CATALOGUE = (
                   "The SIP trace keeps at most this many messages (the oldest go first).", 100, 1000000),
     ParameterSpec(313, "trace_max_age_hours", ParameterKind.INTEGER, 24,
                   "The SIP trace keeps messages for this many hours.", 1, 24 * 90),
+    ParameterSpec(320, "attempts_retention_days", ParameterKind.INTEGER, 30,
+                  "Failed authentication attempts are kept this many days.", 1, 3650),
+    ParameterSpec(321, "audit_retention_days", ParameterKind.INTEGER, 365,
+                  "Soft-parameter audit entries are kept this many days (each parameter's latest change stays).",
+                  1, 36500),
+    ParameterSpec(322, "stats_retention_days", ParameterKind.INTEGER, 90,
+                  "The hourly registration and failure roll-ups are kept this many days.", 1, 3650),
+    ParameterSpec(323, "alert_failure_threshold", ParameterKind.INTEGER, 20,
+                  "An alert goes out when one extension has more than this many failed attempts in 10 minutes "
+                  "(0 = never).", 0, 100000),
     ParameterSpec(306, "rate_burst", ParameterKind.INTEGER, 400,
                   "How many requests one address may send at once above the rate limit.", 0, 1000000),
 )

@@ -12,6 +12,7 @@ committed — a 200 OK always means the binding is durable.
 """
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections, connections
 
 from registrar import events, live, services
+from registrar.metrics import WorkerCounters
 from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
                                 TraceMessage)
 from registrar.sip.errors import SipError
@@ -28,6 +30,8 @@ from registrar.sip.framing import KeepAlive, StreamFramer
 log = logging.getLogger("regis.sip")
 
 POLL_INTERVAL = 0.5
+# How often the worker writes its status row (health page, /metrics).
+STATUS_INTERVAL = 5.0
 MAX_DATAGRAM = 65535
 # A flow may idle this long (phones keep NAT bindings open with CRLF pings well within it).
 TCP_IDLE_TIMEOUT = 900.0
@@ -223,6 +227,8 @@ class SipWorker:
         self._stopping = None
         self.loop = None
         self.stats = {"received": 0, "errors": 0, "batches": 0, "stored": 0}
+        self.counters = WorkerCounters()
+        self.started_at = time.time()
 
     def _lookup_credentials(self, user):
         return self.credentials.get(user)
@@ -250,6 +256,7 @@ class SipWorker:
     # -- bytes in, actions out ---------------------------------------------------------
     def feed(self, data: bytes, source: Source) -> None:
         self.stats["received"] += 1
+        arrived = time.monotonic()
         try:
             actions = self.core.receive(data, source, time.time())
         except Exception:
@@ -257,6 +264,7 @@ class SipWorker:
             self.stats["errors"] += 1
             log.exception("unhandled error on a message from %s:%s", source.ip, source.port)
             return
+        self.counters.received(actions, arrived, time.monotonic())
         self._perform(actions)
 
     def _perform(self, actions) -> None:
@@ -264,6 +272,7 @@ class SipWorker:
             if isinstance(action, SendMessage):
                 destination = action.destination
                 destination.connection.send(action.data, destination)
+                self.counters.sent(action.data)
             elif isinstance(action, StoreRegistration):
                 self._store_queue.append(action)
             elif isinstance(action, RecordAttempt):
@@ -287,6 +296,7 @@ class SipWorker:
     def _store_done(self, batch, future) -> None:
         self._storing = False
         now = time.time()
+        self.counters.answered([item.ticket for item in batch], time.monotonic())
         error = future.exception()
         actions = []
         if error is not None:
@@ -343,11 +353,22 @@ class SipWorker:
         if bans is not None:
             self.core.set_bans(bans)
 
+    def status_report(self) -> dict:
+        return {"hostname": socket.gethostname(), "pid": os.getpid(),
+                "listeners": [str(listener) for listener in self.listeners], "started_at": self.started_at,
+                "stats": dict(self.stats), "credentials": len(self.credentials),
+                "connections": len(self.connections), "counters": self.counters.as_dict()}
+
     async def _poll_forever(self) -> None:
+        next_report = 0.0
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 await self.refresh_caches()
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + STATUS_INTERVAL
+                    await self.loop.run_in_executor(self.db, _db_job, services.record_worker_status,
+                                                    self.status_report())
             except Exception:
                 log.exception("reading changes from the database failed; retrying")
             self.core.expire(time.time())
@@ -383,6 +404,11 @@ class SipWorker:
         deadline = time.monotonic() + 5
         while (self._storing or self._recording or self._store_queue) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        try:
+            await self.loop.run_in_executor(self.db, _db_job, services.forget_worker_status, socket.gethostname(),
+                                            os.getpid())
+        except Exception:
+            log.warning("could not remove this worker's status row", exc_info=True)
         await self.loop.run_in_executor(self.db, connections.close_all)
         self.db.shutdown(wait=True)
 

@@ -16,9 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from registrar import services
-from registrar.tasks import prune_trace, purge_expired_bindings
+from registrar.tasks import run_due_jobs
 
-HOUSEKEEPING_INTERVAL = 60
 
 
 def _reachable_address():
@@ -64,15 +63,12 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        next_housekeeping = time.monotonic()
+        due = {}
         while not stopping:
             if any(child.poll() is not None for child in children):
                 self.stderr.write("A Regis process ended; stopping the others.")
                 break
-            if time.monotonic() >= next_housekeeping:
-                purge_expired_bindings.delay()
-                prune_trace.delay()
-                next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+            run_due_jobs(due)
             time.sleep(0.5)
         for child in children:
             if child.poll() is None:
