@@ -5,7 +5,8 @@ Models hold data and small derived facts; every write goes through
 write path.
 """
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -15,10 +16,17 @@ number_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
     "An extension number is 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
 )
+# Path segments of the web UI under /extensions/ that a number must not shadow.
+RESERVED_NUMBERS = frozenset({"new"})
+
+
+def not_reserved(number):
+    if number.lower() in RESERVED_NUMBERS:
+        raise ValidationError(f"'{number}' is reserved; choose another number.")
 
 
 class Extension(models.Model):
-    number = models.CharField(max_length=64, unique=True, validators=[number_validator],
+    number = models.CharField(max_length=64, unique=True, validators=[number_validator, not_reserved],
                               help_text="The user part of the address of record, e.g. 1001.")
     display_name = models.CharField(max_length=128, blank=True)
     enabled = models.BooleanField(default=True)
@@ -27,7 +35,9 @@ class Extension(models.Model):
     ha1_md5 = models.CharField(max_length=32, editable=False)
     ha1_sha256 = models.CharField(max_length=64, editable=False)
     ha1_sha512_256 = models.CharField(max_length=64, editable=False)
-    max_contacts = models.PositiveSmallIntegerField(default=5)
+    max_contacts = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="How many devices may be registered at once.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

@@ -138,3 +138,12 @@ def test_the_trace_keeps_within_its_bounds():
     services.prune_trace(now=datetime.fromtimestamp(NOW + 200, tz=tz.utc))
     kept = TracedMessage.objects.order_by("captured_at")
     assert kept.count() == 100 and kept.first().call_id == "c50" and kept.last().call_id == "c149"
+
+
+@pytest.mark.parametrize("field, kwargs", [("max_contacts", {"max_contacts": 0}), ("number", {"number": "new"})])
+def test_it_refuses_limits_that_make_no_sense(field, kwargs):
+    arguments = {"number": "1001", "password": "pw", **kwargs}
+    with pytest.raises(ValidationError) as error:
+        services.create_extension(**arguments)
+    assert field in error.value.message_dict
+    assert not Extension.objects.exists()
