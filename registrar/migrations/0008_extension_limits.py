@@ -2,7 +2,12 @@
 
 import django.core.validators
 import registrar.models
+import importlib
+
 from django.db import migrations, models
+
+# Soft parameters added since 0006 (retention and alert thresholds) for databases seeded before them.
+seed_soft_parameters = importlib.import_module("registrar.migrations.0002_seed_soft_parameters").seed
 
 
 class Migration(migrations.Migration):
@@ -22,4 +27,5 @@ class Migration(migrations.Migration):
             name='number',
             field=models.CharField(help_text='The user part of the address of record, e.g. 1001.', max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$', "An extension number is 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit."), registrar.models.not_reserved]),
         ),
+            migrations.RunPython(seed_soft_parameters, migrations.RunPython.noop),
     ]
