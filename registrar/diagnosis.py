@@ -61,6 +61,9 @@ def _fix(reason: Reason, extension_number: str, policy, sample) -> tuple[str, in
                                    None),
         Reason.OUT_OF_ORDER: ("The phone reuses an old CSeq on the same Call-ID: restart it; if it repeats, update "
                               "its firmware.", None),
+        Reason.BAD_REQUEST: ("The phone sent a REGISTER this server cannot accept (the detail says what): update "
+                             "its firmware, or turn off the SIP ALG of the router in between, which rewrites SIP "
+                             "messages.", None),
         Reason.UA_POLICY: _ua_fix(sample.user_agent if sample else "", policy),
         Reason.BANNED_SOURCE: ("Lift the ban if the address is legitimate, and add its network to soft parameter "
                                "304 (never banned).", 304),
@@ -108,7 +111,7 @@ def _received(sample) -> str:
     if sample is None:
         return ""
     parts = [f"from {sample.source_ip}:{sample.source_port} ({sample.transport})"]
-    if sample.user_agent:
+    if sample.user_agent and sample.user_agent not in sample.detail:  # a UA policy's detail names it already
         parts.append(f"User-Agent '{sample.user_agent}'")
     if sample.auth_username and sample.auth_username != sample.extension_number:
         parts.append(f"auth user '{sample.auth_username}'")

@@ -553,7 +553,7 @@ def test_lists_are_paginated(as_viewer):
 def test_the_root_lists_every_endpoint(as_viewer):
     body = as_viewer.get("/api/v1/").json()
     assert set(body) == {"extensions", "registrations", "auth-attempts", "soft-parameters",
-                         "soft-parameter-changes", "summary", "token"}
+                         "soft-parameter-changes", "summary", "token", "bans", "trace", "ua-policy-dry-run"}
     assert body["summary"].endswith("/api/v1/summary/")
 
 
@@ -587,7 +587,8 @@ def test_the_schema_is_openapi_3_and_documents_every_endpoint(anonymous):
         "/api/v1/registrations/", "/api/v1/registrations/{id}/", "/api/v1/auth-attempts/",
         "/api/v1/auth-attempts/{id}/", "/api/v1/soft-parameters/", "/api/v1/soft-parameters/{number}/",
         "/api/v1/soft-parameter-changes/", "/api/v1/soft-parameter-changes/{id}/", "/api/v1/summary/",
-        "/api/v1/token/",
+        "/api/v1/token/", "/api/v1/extensions/{number}/diagnosis/", "/api/v1/soft-parameters/286/dry-run/",
+        "/api/v1/bans/", "/api/v1/bans/{id}/", "/api/v1/trace/", "/api/v1/trace/{id}/", "/api/v1/trace/pcap/",
     }
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
     assert "ha1" not in response.content.decode().lower()

@@ -5,11 +5,13 @@ their ValidationError (which names the field) is shown on the form by
 :meth:`ServiceForm.add_service_error`, so a rule is checked in one place whether the
 change comes from the browser, the API or the CLI.
 """
+import ipaddress
+
 from django import forms
 from django.core.exceptions import ValidationError
 
 from registrar.choices import ParameterKind
-from registrar.models import Extension
+from registrar.models import Extension, number_validator
 
 
 class ServiceForm(forms.Form):
@@ -96,3 +98,27 @@ class SoftParameterForm(ServiceForm):
         if parameter.kind == ParameterKind.LIST:
             return forms.CharField(required=False, label=label, help_text="Comma-separated.")
         return forms.CharField(required=False, label=label)
+
+
+class TraceTargetForm(ServiceForm):
+    """Start or stop tracing one extension or one source address (soft parameters 310, 311)."""
+
+    action = forms.ChoiceField(choices=[("start", "Start"), ("stop", "Stop")], widget=forms.HiddenInput)
+    kind = forms.ChoiceField(choices=[("extension", "Extension"), ("ip", "Source address")],
+                             widget=forms.HiddenInput)
+    value = forms.CharField(max_length=64)
+
+    def clean(self):
+        data = super().clean()
+        kind, value = data.get("kind"), data.get("value")
+        if kind == "extension" and value:
+            try:
+                number_validator(value)
+            except ValidationError as error:
+                self.add_error("value", error)
+        elif kind == "ip" and value:
+            try:
+                data["value"] = str(ipaddress.ip_address(value))
+            except ValueError:
+                self.add_error("value", f"{value!r} is not an IPv4 or IPv6 address.")
+        return data

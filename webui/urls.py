@@ -14,6 +14,7 @@ urlpatterns = [
     # valid number): that one is managed through the API or the Django admin.
     path("extensions/new/", views.extension_create, name="extension-create"),
     path("extensions/<str:number>/", views.extension_detail, name="extension"),
+    path("extensions/<str:number>/diagnosis/", views.extension_diagnosis, name="extension-diagnosis"),
     path("extensions/<str:number>/edit/", views.extension_edit, name="extension-edit"),
     path("extensions/<str:number>/password/", views.extension_password, name="extension-password"),
     path("extensions/<str:number>/enable/", views.extension_enable, name="extension-enable"),
@@ -23,6 +24,17 @@ urlpatterns = [
     path("registrations/<int:pk>/unregister/", views.binding_remove, name="binding-remove"),
     path("attempts/", views.attempts, name="attempts"),
     path("attempts/export.csv", views.attempts_csv, name="attempts-csv"),
+    path("bans/", views.bans, name="bans"),
+    path("bans/<int:pk>/lift/", views.ban_lift, name="ban-lift"),
+    # The trace's addresses leave /trace/<anything>/ to Call-IDs, which may hold any
+    # character (sent URL-encoded): starting and stopping are POSTs to /trace/ itself,
+    # and the whole-trace downloads sit beside it.
+    path("trace/", views.trace_list, name="trace"),
+    path("trace.txt", views.trace_text, name="trace-text"),
+    path("trace.pcap", views.trace_pcap, name="trace-pcap"),
+    path("trace/<path:call_id>.txt", views.trace_dialog_text, name="trace-dialog-text"),
+    path("trace/<path:call_id>.pcap", views.trace_dialog_pcap, name="trace-dialog-pcap"),
+    path("trace/<path:call_id>/", views.trace_dialog, name="trace-dialog"),
     path("settings/", views.soft_parameters, name="soft-parameters"),
     path("settings/<int:number>/", views.soft_parameter_set, name="soft-parameter-set"),
     path("token/", views.api_token, name="api-token"),

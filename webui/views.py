@@ -1,5 +1,6 @@
-"""The browser's pages: dashboard, extensions, registrations, failed attempts, soft
-parameters and the user's own API token.
+"""The browser's pages: dashboard, extensions and why they fail, registrations, failed
+attempts, bans, soft parameters (with the User-Agent policy dry run), the SIP trace and
+the user's own API token.
 
 A view unpacks the request, calls a service (the only write path) or a read model
 (``registrar.stats``, and the filter sets of ``registrar.filters`` that the API uses
@@ -21,7 +22,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -29,17 +30,23 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from registrar import events, services, stats
+from registrar import diagnosis, events, services, stats, trace
+from registrar.api.filters import TraceFilterSet
 from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet
-from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
+from registrar.models import AuthAttempt, Ban, Binding, Extension, SoftParameter, SoftParameterChange, TracedMessage
 from registrar.roles import can_read, can_write
-from webui.forms import ExtensionCreateForm, ExtensionEditForm, PasswordForm, SoftParameterForm
+from webui.forms import (ExtensionCreateForm, ExtensionEditForm, PasswordForm, SoftParameterForm, TraceTargetForm,
+                         shown_value)
 
 EXTENSIONS_PER_PAGE = 100
 ATTEMPTS_PER_PAGE = 50
 TIMELINE_LENGTH = 50
 FEED_LENGTH = 20
 AUDIT_LENGTH = 100
+EVIDENCE_LENGTH = 20
+PAST_BANS = 50
+DRY_RUN_LENGTH = 200
+DIALOGS_PER_PAGE = 50
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # ExtensionFilterSet's "enabled" reads true/false; its own widget labels "any" as "Unknown".
 ENABLED_CHOICES = [("", "Any"), ("true", "Enabled"), ("false", "Disabled")]
@@ -112,9 +119,25 @@ def _latest_events():
     return feed[:FEED_LENGTH]
 
 
+def _policy_notices():
+    """diagnosis.policy_notices(), each with where to act: the soft parameter, or the bans page."""
+    notices = diagnosis.policy_notices()
+    parameters = {p.number: p for p in SoftParameter.objects.filter(
+        number__in=[notice["soft_parameter"] for notice in notices])}
+    for notice in notices:
+        if notice["reason"] == "banned_source":
+            notice["href"], notice["link"] = "/bans/", "See the bans"
+        else:
+            parameter = parameters.get(notice["soft_parameter"])
+            notice["href"] = f"/settings/#param-{notice['soft_parameter']}"
+            notice["link"] = (f"{parameter.number} {parameter.name} (now {shown_value(parameter.value)})"
+                              if parameter else f"Soft parameter {notice['soft_parameter']}")
+    return notices
+
+
 @reader_required
 def dashboard(request):
-    context = {"summary": stats.summary(), "series": stats.hourly_series(24)}
+    context = {"summary": stats.summary(), "series": stats.hourly_series(24), "notices": _policy_notices()}
     if _partial(request):
         return render(request, "webui/_dashboard_live.html", context)
     context["feed"] = _latest_events()
@@ -171,6 +194,23 @@ def extension_detail(request, number):
     context["generated_password"] = _take_shown_once(request, f"password:{extension.number}")
     response = render(request, "webui/extension.html", context)
     return _never_cache(response) if context["generated_password"] else response
+
+
+@reader_required
+def extension_diagnosis(request, number):
+    """Why is it failing? The findings of registrar.diagnosis for any number a phone tried,
+    whether or not an extension has it."""
+    result = diagnosis.diagnose(number)
+    numbers = {finding.soft_parameter for finding in result["findings"]} | {286}
+    parameters = {p.number: p for p in SoftParameter.objects.filter(number__in=numbers)}
+    findings = [{"finding": finding, "parameter": parameters.get(finding.soft_parameter)}
+                for finding in result["findings"]]
+    return render(request, "webui/diagnosis.html", {
+        "number": number, "extension": Extension.objects.filter(number=number).first(),
+        "registered": result["registered"], "findings": findings, "bans": result["bans"],
+        "inspection": parameters.get(286), "window_hours": int(diagnosis.WINDOW.total_seconds() // 3600),
+        "traced": number in trace.targets()["extension"],
+    })
 
 
 @admin_required
@@ -328,13 +368,30 @@ def attempts_csv(request):
 
 
 # -- soft parameters --------------------------------------------------------------------
+def _dry_run(request, parameters):
+    """The "Who would be refused?" form next to 286/287: a GET, it changes nothing."""
+    accepted = parameters[287].value if 287 in parameters else []
+    submitted = "patterns" in request.GET
+    typed = request.GET.get("patterns", "") if submitted else shown_value(accepted)
+    context = {"typed": typed, "submitted": submitted, "inspection_on": bool(parameters[286].value)
+               if 286 in parameters else False}
+    if submitted:
+        patterns = [item.strip() for item in typed.split(",") if item.strip()]
+        refused = diagnosis.ua_policy_dry_run(patterns)
+        context.update(patterns=patterns, refused=refused[:DRY_RUN_LENGTH], refused_count=len(refused),
+                       live_count=services.live_bindings().count())
+    return context
+
+
 def _settings_page(request, bound_form=None):
     editable = can_write(request.user)
+    parameters = list(SoftParameter.objects.all())
     forms = [bound_form if bound_form and bound_form.parameter.number == parameter.number
              else SoftParameterForm(parameter, editable=editable)
-             for parameter in SoftParameter.objects.all()]
+             for parameter in parameters]
     audit = SoftParameterChange.objects.select_related("parameter")[:AUDIT_LENGTH]
-    return render(request, "webui/settings.html", {"forms": forms, "audit": audit})
+    dry_run = _dry_run(request, {parameter.number: parameter for parameter in parameters})
+    return render(request, "webui/settings.html", {"forms": forms, "audit": audit, "dry_run": dry_run})
 
 
 @reader_required
@@ -355,8 +412,137 @@ def soft_parameter_set(request, number):
         else:
             messages.success(request, f"{parameter.number} {parameter.name} saved; the SIP worker applies it "
                                       "within a second.")
-            return redirect(f"/settings/#param-{parameter.number}")
+            # A form elsewhere (the diagnosis page's "Turn off 286") brings the admin back there.
+            return redirect(_next_or(request, f"/settings/#param-{parameter.number}"))
     return _settings_page(request, bound_form=form)
+
+
+# -- bans ---------------------------------------------------------------------------------
+def _with_evidence(bans):
+    for ban in bans:
+        evidence = ban.evidence()
+        ban.evidence_rows, ban.evidence_count = list(evidence[:EVIDENCE_LENGTH]), evidence.count()
+    return bans
+
+
+@reader_required
+def bans(request):
+    now = timezone.now()
+    in_force = Q(lifted_at__isnull=True, expires_at__gt=now)
+    context = {
+        "active_bans": _with_evidence(list(Ban.objects.filter(in_force).order_by("-created_at", "-id"))),
+        "past_bans": _with_evidence(list(Ban.objects.exclude(in_force).order_by("-created_at", "-id")[:PAST_BANS])),
+        "past_length": PAST_BANS, "evidence_length": EVIDENCE_LENGTH,
+    }
+    if _partial(request):
+        return render(request, "webui/_bans_live.html", context)
+    return render(request, "webui/bans.html", context)
+
+
+@admin_required
+@require_POST
+def ban_lift(request, pk):
+    ban = get_object_or_404(Ban, pk=pk)
+    if not ban.active:
+        messages.info(request, f"The ban of {ban.ip} had already ended.")
+    else:
+        services.lift_ban(ban, by=request.user.get_username())
+        messages.success(request, f"Ban of {ban.ip} lifted; the SIP worker serves it again within a second.")
+    return redirect(_next_or(request, "/bans/"))
+
+
+# -- the SIP trace ----------------------------------------------------------------------
+def _trace_filterset(request):
+    return TraceFilterSet(request.GET, queryset=TracedMessage.objects.all())
+
+
+@reader_required
+def trace_list(request):
+    """Dialogs (by Call-ID) of the traced messages; admins start and stop tracing here (POST)."""
+    form = None
+    if request.method == "POST":
+        form = TraceTargetForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            change = trace.start_tracing if data["action"] == "start" else trace.stop_tracing
+            try:
+                change(data["kind"], data["value"], user=request.user, via="web")
+            except ValidationError as error:
+                form.add_service_error(error)
+            else:
+                what = f"extension {data['value']}" if data["kind"] == "extension" else f"address {data['value']}"
+                messages.success(request, f"Tracing {what}: the SIP worker captures its messages within a second."
+                                 if data["action"] == "start" else f"Stopped tracing {what}.")
+                return redirect(_next_or(request, "/trace/"))
+    filterset = _trace_filterset(request)
+    page = Paginator(trace.dialogs(filterset.qs), DIALOGS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"filterset": filterset, "page": page, "dialogs": trace.with_ends(page.object_list),
+               "targets": trace.targets(), "form": form, "filtered": _filtered(request, filterset),
+               "total": TracedMessage.objects.count()}
+    if _partial(request):
+        return render(request, "webui/_trace_live.html", context)
+    return render(request, "webui/trace.html", context)
+
+
+def _dialog_messages(call_id):
+    messages_of_dialog = TracedMessage.objects.filter(call_id=call_id)
+    if not messages_of_dialog.exists():
+        raise Http404("No traced message has this Call-ID (the trace keeps messages within soft parameters "
+                      "312 and 313).")
+    return messages_of_dialog
+
+
+@reader_required
+def trace_dialog(request, call_id):
+    """The ladder diagram of one Call-ID."""
+    shown, total = trace.ladder_slice(_dialog_messages(call_id))
+    return render(request, "webui/trace_dialog.html", {
+        "call_id": call_id, "ladder": trace.ladder(shown), "total": total, "shown": len(shown),
+        "extensions": sorted({m.extension_number for m in shown if m.extension_number}),
+    })
+
+
+def _text_download(messages, stem):
+    response = StreamingHttpResponse(trace.text_export(messages.iterator(chunk_size=2000)),
+                                     content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{trace.file_name(stem, "txt")}"'
+    return response
+
+
+def _pcap_download(messages, stem):
+    response = StreamingHttpResponse(trace.pcap_export(messages.iterator(chunk_size=2000)),
+                                     content_type=trace.PCAP_MEDIA_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{trace.file_name(stem, "pcap")}"'
+    return response
+
+
+@reader_required
+def trace_dialog_text(request, call_id):
+    return _text_download(_dialog_messages(call_id).order_by("captured_at", "id"), f"call-{call_id}")
+
+
+@reader_required
+def trace_dialog_pcap(request, call_id):
+    return _pcap_download(_dialog_messages(call_id).order_by("captured_at", "id"), f"call-{call_id}")
+
+
+def _whole_trace(request, download):
+    filterset = _trace_filterset(request)
+    if not filterset.is_valid():
+        return HttpResponseBadRequest("; ".join(f"{field}: {' '.join(errors)}"
+                                               for field, errors in filterset.errors.items()),
+                                      content_type="text/plain; charset=utf-8")
+    return download(filterset.qs.order_by("captured_at", "id"), f"sip-trace-{timezone.now():%Y%m%d-%H%M%S}")
+
+
+@reader_required
+def trace_text(request):
+    return _whole_trace(request, _text_download)
+
+
+@reader_required
+def trace_pcap(request):
+    return _whole_trace(request, _pcap_download)
 
 
 # -- the user's API token ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from registrar import softparams, stats
 from registrar.choices import ReasonCode
-from registrar.models import AuthAttempt, Binding, Extension, SoftParameter, SoftParameterChange
+from registrar.models import AuthAttempt, Ban, Binding, Extension, SoftParameter, SoftParameterChange, TracedMessage
 
 
 class StrictFieldsMixin:
@@ -211,3 +211,106 @@ class TokenSerializer(serializers.Serializer):
     """A new API token."""
 
     token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`. Shown this once.")
+
+
+# -- bans ------------------------------------------------------------------------------
+EVIDENCE_LENGTH = 20
+
+
+class BanSerializer(serializers.ModelSerializer):
+    """A source address whose requests the SIP worker drops, why, and until when."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:ban-detail")
+    since = serializers.DateTimeField(source="created_at", read_only=True)
+    until = serializers.DateTimeField(source="expires_at", read_only=True,
+                                      help_text="When the ban ends by itself.")
+    active = serializers.BooleanField(read_only=True, help_text="In force now: neither lifted nor expired.")
+
+    class Meta:
+        model = Ban
+        fields = ["id", "url", "ip", "since", "until", "failures", "detail", "active", "lifted_at", "lifted_by"]
+        read_only_fields = fields
+
+
+class BanDetailSerializer(BanSerializer):
+    """A ban with its evidence: the failed attempts from its address that led to it."""
+
+    evidence_count = serializers.SerializerMethodField(help_text="How many attempts the evidence holds in all.")
+    evidence = serializers.SerializerMethodField(
+        help_text=f"The latest {EVIDENCE_LENGTH} of them, newest first.")
+
+    class Meta(BanSerializer.Meta):
+        fields = BanSerializer.Meta.fields + ["evidence_count", "evidence"]
+        read_only_fields = fields
+
+    def get_evidence_count(self, ban) -> int:
+        return ban.evidence().count()
+
+    @extend_schema_field(AuthAttemptSerializer(many=True))
+    def get_evidence(self, ban):
+        return AuthAttemptSerializer(ban.evidence()[:EVIDENCE_LENGTH], many=True).data
+
+
+# -- diagnosis -------------------------------------------------------------------------
+class FindingSerializer(serializers.Serializer):
+    """One reason an extension's phones failed, with what was received and the fix."""
+
+    reason = serializers.ChoiceField(choices=ReasonCode.choices, help_text="The reason code.")
+    explanation = serializers.CharField(help_text="The reason in words.")
+    count = serializers.IntegerField(help_text="How many times in the last 24 hours.")
+    last_seen = serializers.DateTimeField()
+    received = serializers.CharField(help_text="What the phone sent: source, User-Agent, the detail that "
+                                               "differs from what was expected.")
+    fix = serializers.CharField(help_text="The fix, in one sentence.")
+    soft_parameter = serializers.IntegerField(allow_null=True,
+                                              help_text="The soft parameter involved, if a policy is the cause.")
+
+
+class DiagnosisSerializer(serializers.Serializer):
+    """Why an extension's phones fail to register, over the last 24 hours."""
+
+    extension = serializers.CharField()
+    exists = serializers.BooleanField(help_text="Whether an extension with this number exists.")
+    registered = serializers.IntegerField(help_text="Live registrations (devices) it has now.")
+    findings = FindingSerializer(many=True, help_text="Most frequent first; bans of its sources first of all.")
+    bans = BanSerializer(many=True, help_text="Bans in force on addresses that tried this extension.")
+
+
+# -- the User-Agent policy dry run -----------------------------------------------------
+class DryRunBindingSerializer(serializers.Serializer):
+    """A live registration that the User-Agent policy would refuse at its next refresh."""
+
+    extension = serializers.CharField(source="extension.number")
+    contact = serializers.CharField(source="contact_uri")
+    source = serializers.SerializerMethodField(help_text="ip:port the phone registers from.")
+    transport = serializers.CharField()
+    user_agent = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+    def get_source(self, binding) -> str:
+        return f"{binding.source_ip}:{binding.source_port}"
+
+
+class DryRunSerializer(serializers.Serializer):
+    """Who soft parameter 286 would refuse with these accepted patterns."""
+
+    patterns = serializers.ListField(child=serializers.CharField(),
+                                     help_text="The accepted patterns tried (case-insensitive substrings).")
+    inspection_on = serializers.BooleanField(help_text="Whether soft parameter 286 is on now.")
+    refused = DryRunBindingSerializer(many=True, help_text="Live registrations whose User-Agent matches none of "
+                                                          "the patterns.")
+
+
+# -- the SIP trace ---------------------------------------------------------------------
+class TracedMessageSerializer(serializers.ModelSerializer):
+    """One SIP message captured in or out. Its text never holds a password (SIP carries none)."""
+
+    extension = serializers.CharField(source="extension_number", read_only=True)
+    direction = serializers.ChoiceField(choices=["in", "out"], read_only=True,
+                                        help_text="in: received from the phone; out: sent to it.")
+
+    class Meta:
+        model = TracedMessage
+        fields = ["id", "captured_at", "direction", "transport", "peer_ip", "peer_port", "local_port", "extension",
+                  "call_id", "summary", "data"]
+        read_only_fields = fields

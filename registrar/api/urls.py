@@ -1,4 +1,4 @@
-"""The API's addresses: /api/v1/ (a router of viewsets plus two plain views), the OpenAPI
+"""The API's addresses: /api/v1/ (a router of viewsets plus three plain views), the OpenAPI
 schema at /api/schema/ and its browsable docs at /api/docs/.
 
 The schema and the docs are public: they describe the API, not its data, and client
@@ -30,16 +30,21 @@ class Router(routers.DefaultRouter):
         return self.APIRootView.as_view(api_root_dict={**entries, **self.extra_root_entries})
 
 
-router = Router(extra_root_entries={"summary": "summary", "token": "token"})
+router = Router(extra_root_entries={"summary": "summary", "token": "token",
+                                    "ua-policy-dry-run": "ua-policy-dry-run"})
 router.register("extensions", views.ExtensionViewSet, basename="extension")
 router.register("registrations", views.RegistrationViewSet, basename="registration")
 router.register("auth-attempts", views.AuthAttemptViewSet, basename="authattempt")
 router.register("soft-parameters", views.SoftParameterViewSet, basename="softparameter")
 router.register("soft-parameter-changes", views.SoftParameterChangeViewSet, basename="softparameterchange")
+router.register("bans", views.BanViewSet, basename="ban")
+router.register("trace", views.TraceViewSet, basename="trace")
 
 urlpatterns = [
     path("v1/", include(router.urls)),
     path("v1/summary/", views.SummaryView.as_view(), name="summary"),
+    # The dry run concerns 286 alone: a path of its own rather than an action on every parameter.
+    path("v1/soft-parameters/286/dry-run/", views.UaPolicyDryRunView.as_view(), name="ua-policy-dry-run"),
     path("v1/token/", views.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

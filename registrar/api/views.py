@@ -6,11 +6,15 @@ ValidationError, which becomes a 400 whose JSON names each field and its problem
 DRF's own validation errors. Services validate before they write, so a refused request
 has changed nothing.
 """
+import json
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Q
+from django.http import StreamingHttpResponse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -19,11 +23,13 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from registrar import services, stats
+from registrar import diagnosis, services, stats, trace
 from registrar.api import serializers
+from registrar.api.filters import BanFilterSet, TraceFilterSet
 from registrar.api.permissions import HasRole
 from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet
-from registrar.models import AuthAttempt, Extension, SoftParameter, SoftParameterChange, number_validator
+from registrar.models import (AuthAttempt, Ban, Extension, SoftParameter, SoftParameterChange, TracedMessage,
+                              number_validator)
 
 
 class ServiceErrorsMixin:
@@ -76,6 +82,17 @@ class ExtensionViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         generated = services.set_password(extension, serializer.validated_data.get("password"))
         return Response({"number": extension.number, "generated_password": generated})
+
+    @extend_schema(responses=serializers.DiagnosisSerializer, filters=False)
+    @action(detail=True, methods=["get"], serializer_class=serializers.DiagnosisSerializer, filterset_class=None,
+            pagination_class=None)
+    def diagnosis(self, request, number=None):
+        """Why this extension's phones fail: per reason over the last 24 hours, what was received, the fix in
+        one sentence and the soft parameter involved. Works for numbers without an extension too (phones
+        trying an extension that does not exist)."""
+        result = diagnosis.diagnose(number)
+        result["exists"] = Extension.objects.filter(number=number).exists()
+        return Response(self.get_serializer(result).data)
 
 
 @extend_schema_view(destroy=extend_schema(
@@ -152,3 +169,102 @@ class TokenView(APIView):
     def delete(self, request):
         services.revoke_api_token(request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    list=extend_schema(description="Bans, newest first; filter with active=true for those in force."),
+    retrieve=extend_schema(responses=serializers.BanDetailSerializer),
+    destroy=extend_schema(description="Lifts the ban now: the SIP worker serves the address again within a "
+                                      "second and forgets its failures. The record stays, with lifted_at and "
+                                      "lifted_by."),
+)
+class BanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                 viewsets.GenericViewSet):
+    """Source addresses banned after repeated failed authentications (soft parameters 300-304)."""
+
+    queryset = Ban.objects.order_by("-created_at", "-id")
+    filterset_class = BanFilterSet
+
+    def get_serializer_class(self):
+        return serializers.BanDetailSerializer if self.action == "retrieve" else serializers.BanSerializer
+
+    def perform_destroy(self, ban):
+        services.lift_ban(ban, by=self.request.user.get_username())
+
+
+def accepted_patterns(query) -> list[str] | None:
+    """The ``patterns`` query parameter as a list (comma-separated), or None when absent."""
+    if "patterns" not in query:
+        return None
+    return [item.strip() for item in query["patterns"].split(",") if item.strip()]
+
+
+class UaPolicyDryRunView(APIView):
+    """Who soft parameter 286 (third-party User-Agent inspection) would refuse, before it is on."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("patterns", str, description=(
+            "Accepted User-Agent patterns to try, comma-separated (case-insensitive substrings). Default: soft "
+            "parameter 287 as it is. Empty: no pattern, so every phone would be refused."))],
+        responses=serializers.DryRunSerializer,
+        description="The live registrations whose User-Agent matches none of the patterns: with 286 on, they "
+                    "would be refused with 403 at their next refresh. Reads only; changes nothing.")
+    def get(self, request):
+        patterns = accepted_patterns(request.query_params)
+        policy = services.current_policy()
+        if patterns is None:
+            patterns = list(policy.accepted_user_agents)
+        return Response(serializers.DryRunSerializer({
+            "patterns": patterns, "inspection_on": policy.ua_inspection,
+            "refused": diagnosis.ua_policy_dry_run(patterns)}).data)
+
+
+class PcapRenderer(renderers.BaseRenderer):
+    """Lets a client ask for the capture with ``Accept: application/vnd.tcpdump.pcap``; an error
+    answered to such a request is still JSON."""
+
+    media_type = trace.PCAP_MEDIA_TYPE
+    format = "pcap"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, bytes):
+            return data
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return json.dumps(data).encode()
+
+
+TRACE_FILTERS = [
+    OpenApiParameter("extension", str, description="Messages of this extension."),
+    OpenApiParameter("ip", str, description="Messages to or from this phone address."),
+    OpenApiParameter("call_id", str, description="Messages of this Call-ID (one dialog)."),
+]
+
+
+def pcap_response(messages, stem: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(trace.pcap_export(messages.iterator(chunk_size=2000)),
+                                     content_type=PcapRenderer.media_type)
+    response["Content-Disposition"] = f'attachment; filename="{trace.file_name(stem, "pcap")}"'
+    return response
+
+
+class TraceViewSet(viewsets.ReadOnlyModelViewSet):
+    """The SIP trace: messages in and out of the extensions and addresses listed in soft parameters 310 and 311,
+    newest first. SIP carries no password: Authorization headers hold a digest response, not the password."""
+
+    queryset = TracedMessage.objects.order_by("-captured_at", "-id")
+    serializer_class = serializers.TracedMessageSerializer
+    filterset_class = TraceFilterSet
+
+    @extend_schema(parameters=[*TRACE_FILTERS, OpenApiParameter("format", exclude=True)], filters=False,
+                   responses={(200, PcapRenderer.media_type): OpenApiTypes.BINARY},
+                   description="The messages as a pcap capture file (libpcap, raw IP, each message one UDP "
+                               "datagram; see registrar/trace.py), oldest first, for Wireshark, tshark or sngrep.")
+    @action(detail=False, methods=["get"], renderer_classes=[renderers.JSONRenderer, PcapRenderer],
+            pagination_class=None)
+    def pcap(self, request):
+        messages = self.filter_queryset(TracedMessage.objects.order_by("captured_at", "id"))
+        return pcap_response(messages, f"trace-{timezone.now():%Y%m%d-%H%M%S}")

@@ -54,6 +54,15 @@ def countdown(moment):
 
 
 @register.filter
+def ms_time(moment):
+    """A time of day to the millisecond, in the current time zone (the SIP trace's resolution)."""
+    if not moment:
+        return ""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M:%S}.{local.microsecond // 1000:03d}"
+
+
+@register.filter
 def param_value(value):
     return shown_value(value)
 

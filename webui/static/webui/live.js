@@ -6,7 +6,8 @@
  * it shows with body[data-live-page]; after an event that concerns it, it re-fetches
  * its changing parts from the server (the same URL with ?partial=1, which returns
  * elements with ids) and swaps them in, at most once per REFRESH_DELAY however many
- * events arrive. The dashboard also prepends each event to #live-feed. Elements
+ * events arrive (the trace page once more shortly after, as traced messages are stored
+ * after the events about them). The dashboard also prepends each event to #live-feed. Elements
  * .expires-in[data-expires-at] count down every second.
  *
  * The server renders every row; this file only decides when to ask for them again,
@@ -16,6 +17,7 @@
   "use strict";
 
   var REFRESH_DELAY = 300;
+  var TRACE_SETTLE = 1500;
   var RECONNECT_MIN = 1000;
   var RECONNECT_MAX = 30000;
   var FEED_LENGTH = 50;
@@ -128,7 +130,14 @@
   function concerns(event) {
     switch (page) {
       case "dashboard":
-        return event.type === "registration" || event.type === "attempt";
+        // Bans and soft parameters change the policy notices.
+        return event.type === "registration" || event.type === "attempt" || event.type === "ban" ||
+          event.type === "softparam";
+      case "bans":
+        return event.type === "ban";
+      case "trace":
+        return event.type === "registration" || event.type === "attempt" ||
+          (event.type === "softparam" && (event.number === 310 || event.number === 311));
       case "registrations":
         return event.type === "registration";
       case "attempts":
@@ -216,7 +225,10 @@
     }
     (data.events || []).forEach(function (event) {
       if (page === "dashboard") addToFeed(event);
-      if (concerns(event)) scheduleRefresh();
+      if (!concerns(event)) return;
+      scheduleRefresh();
+      // The worker stores traced messages just after it answers: look again once they are in.
+      if (page === "trace") setTimeout(scheduleRefresh, TRACE_SETTLE);
     });
   }
 
