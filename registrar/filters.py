@@ -1,10 +1,19 @@
-"""Filter sets shared by the REST API and the web UI, so both filter the same way."""
+"""Filter sets shared by the REST API and the web UI, so both filter the same way.
+
+Address filters parse the address, so that a mistyped one is a 400 naming the filter
+rather than a database error (PostgreSQL stores addresses as ``inet``).
+"""
 import django_filters
+from django import forms
 from django.db.models import Q
 from django.utils import timezone
 
 from registrar.choices import ReasonCode, Transport
-from registrar.models import AuthAttempt, Binding, Extension
+from registrar.models import AuthAttempt, Ban, Binding, Extension, TracedMessage
+
+
+class AddressFilter(django_filters.Filter):
+    field_class = forms.GenericIPAddressField
 
 
 class ExtensionFilterSet(django_filters.FilterSet):
@@ -21,7 +30,7 @@ class ExtensionFilterSet(django_filters.FilterSet):
 
 class BindingFilterSet(django_filters.FilterSet):
     extension = django_filters.CharFilter(field_name="extension__number", label="Extension number")
-    source_ip = django_filters.CharFilter(field_name="source_ip", lookup_expr="exact", label="Source IP")
+    source_ip = AddressFilter(field_name="source_ip", label="Source IP")
     transport = django_filters.ChoiceFilter(choices=Transport.choices)
     user_agent = django_filters.CharFilter(lookup_expr="icontains", label="User-Agent contains")
 
@@ -37,7 +46,7 @@ class BindingFilterSet(django_filters.FilterSet):
 
 class AuthAttemptFilterSet(django_filters.FilterSet):
     extension = django_filters.CharFilter(field_name="extension_number", label="Extension tried")
-    source_ip = django_filters.CharFilter(field_name="source_ip", label="Source IP")
+    source_ip = AddressFilter(field_name="source_ip", label="Source IP")
     reason = django_filters.ChoiceFilter(choices=ReasonCode.choices)
     since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label="From (ISO time)")
     until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label="Until (ISO time)")
@@ -45,3 +54,27 @@ class AuthAttemptFilterSet(django_filters.FilterSet):
     class Meta:
         model = AuthAttempt
         fields = ["extension", "source_ip", "reason", "since", "until"]
+
+
+class BanFilterSet(django_filters.FilterSet):
+    ip = AddressFilter(field_name="ip", label="Address")
+    active = django_filters.BooleanFilter(method="filter_active", label="In force",
+                                          help_text="true: bans in force now; false: lifted or expired ones.")
+
+    class Meta:
+        model = Ban
+        fields = ["ip", "active"]
+
+    def filter_active(self, queryset, name, value):
+        in_force = Q(lifted_at__isnull=True, expires_at__gt=timezone.now())
+        return queryset.filter(in_force if value else ~in_force)
+
+
+class TraceFilterSet(django_filters.FilterSet):
+    extension = django_filters.CharFilter(field_name="extension_number", label="Extension")
+    ip = AddressFilter(field_name="peer_ip", label="Phone address")
+    call_id = django_filters.CharFilter(field_name="call_id", label="Call-ID")
+
+    class Meta:
+        model = TracedMessage
+        fields = ["extension", "ip", "call_id"]

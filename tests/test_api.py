@@ -405,6 +405,10 @@ def test_registrations_filter_by_extension_ip_transport_and_user_agent(as_viewer
     assert column(as_viewer, url + "user_agent=yealink", "contact") == ["sip:1001@192.0.2.1:5001"]
     response = as_viewer.get("/api/v1/registrations/?transport=carrier-pigeon")
     assert response.status_code == 400 and list(response.json()) == ["transport"]
+    # A mistyped address is the client's error, not the database's (PostgreSQL's inet).
+    for url in ("/api/v1/registrations/?source_ip=192.0.2", "/api/v1/auth-attempts/?source_ip=x"):
+        response = as_viewer.get(url)
+        assert response.status_code == 400 and list(response.json()) == ["source_ip"], url
 
 
 def test_deleting_a_registration_force_unregisters_it(as_admin):

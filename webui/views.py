@@ -31,8 +31,7 @@ from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
 from registrar import diagnosis, events, services, stats, trace
-from registrar.api.filters import TraceFilterSet
-from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet
+from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet, TraceFilterSet
 from registrar.models import AuthAttempt, Ban, Binding, Extension, SoftParameter, SoftParameterChange, TracedMessage
 from registrar.roles import can_read, can_write
 from webui.forms import (ExtensionCreateForm, ExtensionEditForm, PasswordForm, SoftParameterForm, TraceTargetForm,

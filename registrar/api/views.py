@@ -25,9 +25,9 @@ from rest_framework.views import APIView
 
 from registrar import diagnosis, services, stats, trace
 from registrar.api import serializers
-from registrar.api.filters import BanFilterSet, TraceFilterSet
 from registrar.api.permissions import HasRole
-from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet
+from registrar.filters import (AuthAttemptFilterSet, BanFilterSet, BindingFilterSet, ExtensionFilterSet,
+                               TraceFilterSet)
 from registrar.models import (AuthAttempt, Ban, Extension, SoftParameter, SoftParameterChange, TracedMessage,
                               number_validator)
 
