@@ -1,6 +1,7 @@
 """The browser's pages: dashboard, extensions and why they fail, registrations, failed
-attempts, bans, soft parameters (with the User-Agent policy dry run), the SIP trace and
-the user's own API token.
+attempts, bans, soft parameters (with the User-Agent policy dry run), the SIP trace,
+operations (jobs, SIP workers, alerts, webhook deliveries) with alert routing, and the
+user's own API token.
 
 A view unpacks the request, calls a service (the only write path) or a read model
 (``registrar.stats``, and the filter sets of ``registrar.filters`` that the API uses
@@ -15,6 +16,7 @@ swaps in after a websocket event.
 """
 import csv
 import itertools
+from datetime import timedelta
 from functools import wraps
 
 from django.contrib import messages
@@ -32,13 +34,15 @@ from rest_framework.authtoken.models import Token
 
 from registrar import diagnosis, events, services, stats, trace
 from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet, TraceFilterSet
-from registrar.models import AuthAttempt, Ban, Binding, Extension, SoftParameter, SoftParameterChange, TracedMessage
+from registrar.models import (AlertEvent, AlertRoute, AuthAttempt, Ban, Binding, Extension, JobOutcome, SoftParameter,
+                              SoftParameterChange, TracedMessage, Webhook)
 from registrar.roles import can_read, can_write
-from webui.forms import (ExtensionCreateForm, ExtensionEditForm, PasswordForm, SoftParameterForm, TraceTargetForm,
-                         shown_value)
+from webui.forms import (AlertRouteForm, ExtensionCreateForm, ExtensionEditForm, PasswordForm, SoftParameterForm,
+                         TraceTargetForm, WebhookCreateForm, WebhookForm, WebhookSecretForm, shown_value)
 
 EXTENSIONS_PER_PAGE = 100
 ATTEMPTS_PER_PAGE = 50
+REGISTRATIONS_PER_PAGE = 100
 TIMELINE_LENGTH = 50
 FEED_LENGTH = 20
 AUDIT_LENGTH = 100
@@ -283,7 +287,10 @@ def extension_delete(request, number):
 @reader_required
 def registrations(request):
     filterset = BindingFilterSet(request.GET, queryset=Binding.objects.select_related("extension"))
-    context = {"filterset": filterset, "bindings": filterset.qs, "filtered": _filtered(request, filterset)}
+    # Paginated: a registrar with 100,000 phones must not render them all in one page.
+    page = Paginator(filterset.qs, REGISTRATIONS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"filterset": filterset, "page": page, "bindings": page.object_list,
+               "filtered": _filtered(request, filterset)}
     if _partial(request):
         return render(request, "webui/_registration_rows.html", context)
     return render(request, "webui/registrations.html", context)
@@ -558,3 +565,218 @@ def api_token(request):
     token = Token.objects.filter(user=request.user).first()
     response = render(request, "webui/token.html", {"key": key, "token": token})
     return _never_cache(response) if key else response
+
+
+# -- operations ---------------------------------------------------------------------------
+# runsip processes that reported within this are listed; those silent for longer than
+# services.LIVE_WORKER_WITHIN are flagged (a clean stop removes a process's row).
+WORKERS_SHOWN_WITHIN = timedelta(hours=1)
+OPERATIONS_LENGTH = 50
+
+
+@reader_required
+def operations(request):
+    """Housekeeping jobs, runsip processes, recent alerts and the webhook delivery log."""
+    now = timezone.now()
+    webhook_id = request.GET.get("webhook", "")
+    webhook = get_object_or_404(Webhook, pk=webhook_id) if webhook_id.isdigit() else None
+    workers = services.live_worker_statuses(within=WORKERS_SHOWN_WITHIN, now=now)
+    for status in workers:
+        status.silent = status.last_seen < now - services.LIVE_WORKER_WITHIN
+    jobs = services.job_statuses(now)
+    return render(request, "webui/operations.html", {
+        "jobs": jobs, "unhealthy_jobs": [job for job in jobs if not job.healthy],
+        "overdue_intervals": services.OVERDUE_INTERVALS, "workers": workers,
+        "silent_after": int(services.LIVE_WORKER_WITHIN.total_seconds()),
+        "alerts": services.recent_alerts(OPERATIONS_LENGTH),
+        "deliveries": services.recent_webhook_deliveries(OPERATIONS_LENGTH, webhook=webhook),
+        "webhook": webhook, "length": OPERATIONS_LENGTH,
+    })
+
+
+@admin_required
+@require_POST
+def job_run(request, name):
+    try:
+        run = services.run_job_now(name)
+    except ValidationError:
+        raise Http404(f"There is no job {name!r}.") from None
+    if run is None:
+        messages.info(request, f"Job {name} queued: a Celery worker runs it now, and its run shows here when "
+                               "it is done.")
+    elif run.outcome == JobOutcome.OK:
+        messages.success(request, f"Job {name} ran in {run.duration:.3f} s: {run.result}")
+    else:
+        messages.error(request, f"Job {name} failed: {run.result}")
+    return redirect(f"/operations/#job-{name}")
+
+
+def _sent_to(alert) -> str:
+    """Where a sent alert went, in words."""
+    if alert.emailed_to:
+        said = f"e-mailed to {alert.emailed_to}" + (f" but the mail server refused it: {alert.email_error}"
+                                                    if alert.email_error else "")
+    else:
+        said = "not e-mailed (the test event has no enabled route)"
+    webhooks = {}
+    for delivery in alert.deliveries.select_related("webhook"):
+        webhooks[delivery.webhook] = webhooks.get(delivery.webhook, False) or delivery.succeeded
+    if webhooks:
+        delivered = [str(webhook) for webhook, ok in webhooks.items() if ok]
+        failed = [str(webhook) for webhook, ok in webhooks.items() if not ok]
+        said += "; delivered to " + (", ".join(delivered) or "no webhook")
+        if failed:
+            said += f", failed for {', '.join(failed)} (see the delivery log)"
+    else:
+        said += "; no webhook subscribes to it"
+    return said
+
+
+@admin_required
+@require_POST
+def test_alert(request):
+    alert = services.send_test_alert(request.user.get_username(), via="web UI")
+    if alert.dispatched_at is None:
+        messages.info(request, f"Test alert #{alert.pk} raised; a Celery worker sends it now.")
+    else:
+        level = messages.warning if alert.email_error or alert.deliveries.filter(succeeded=False).exists() \
+            else messages.success
+        level(request, f"Test alert #{alert.pk} sent: {_sent_to(alert)}.")
+    return redirect("/operations/#alerts")
+
+
+# -- alert routing ------------------------------------------------------------------------
+@reader_required
+def alert_routing(request):
+    """Which events go to which e-mail addresses and webhooks."""
+    routes = list(AlertRoute.objects.all())
+    webhooks = list(Webhook.objects.all())
+    by_event = {route.event: route for route in routes}
+    events = [{"value": value, "label": label, "route": by_event.get(value),
+               "webhooks": [webhook for webhook in webhooks if value in webhook.events]}
+              for value, label in AlertEvent.choices]
+    shown = _take_shown_once(request, "webhook-secret")
+    response = render(request, "webui/alert_routing.html", {
+        "events": events, "routes": routes, "webhooks": webhooks, "labels": dict(AlertEvent.choices),
+        "new_secret": shown and {"webhook": Webhook.objects.filter(pk=shown["webhook"]).first(),
+                                 "secret": shown["secret"]},
+    })
+    return _never_cache(response) if shown else response
+
+
+@admin_required
+def alert_route_create(request):
+    form = AlertRouteForm(request.POST if request.method == "POST" else None,
+                          initial={"event": request.GET.get("event")})
+    if form.is_bound and form.is_valid():
+        try:
+            route = services.create_alert_route(**form.cleaned_data)
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"Alerts “{route.get_event_display()}” are e-mailed to "
+                                      f"{', '.join(route.recipients())}.")
+            return redirect("alert-routing")
+    return render(request, "webui/alert_route_form.html", {"form": form, "route": None})
+
+
+@admin_required
+def alert_route_edit(request, pk):
+    route = get_object_or_404(AlertRoute, pk=pk)
+    if request.method == "POST":
+        form = AlertRouteForm(request.POST)
+        if form.is_valid():
+            try:
+                services.update_alert_route(route, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_service_error(error)
+                route.refresh_from_db()
+            else:
+                messages.success(request, f"Route of “{route.get_event_display()}” saved.")
+                return redirect("alert-routing")
+    else:
+        form = AlertRouteForm(initial={"event": route.event, "emails": "\n".join(route.recipients()),
+                                       "enabled": route.enabled})
+    return render(request, "webui/alert_route_form.html", {"form": form, "route": route})
+
+
+@admin_required
+def alert_route_delete(request, pk):
+    route = get_object_or_404(AlertRoute, pk=pk)
+    if request.method == "POST":
+        services.delete_alert_route(route)
+        messages.success(request, f"Route of “{route.get_event_display()}” deleted: those alerts are no longer "
+                                  "e-mailed.")
+        return redirect("alert-routing")
+    return render(request, "webui/ops_delete.html", {
+        "title": f"Delete the route of “{route.get_event_display()}”?", "action": f"/operations/routes/{pk}/delete/",
+        "consequence": f"Alerts of this event are no longer e-mailed to {', '.join(route.recipients())}. "
+                       "Webhooks subscribed to it still receive them.",
+        "button": "Delete the route"})
+
+
+@admin_required
+def webhook_create(request):
+    form = WebhookCreateForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        data = dict(form.cleaned_data)
+        try:
+            webhook, secret = services.create_webhook(data.pop("url"), data.pop("events"), **data)
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            if form.cleaned_data["secret"] is None:
+                _show_once(request, "webhook-secret", {"webhook": webhook.pk, "secret": secret})
+            messages.success(request, f"Webhook {webhook} created.")
+            return redirect("alert-routing")
+    return render(request, "webui/webhook_form.html", {"form": form, "webhook": None})
+
+
+@admin_required
+def webhook_edit(request, pk):
+    webhook = get_object_or_404(Webhook, pk=pk)
+    if request.method == "POST":
+        form = WebhookForm(request.POST)
+        if form.is_valid():
+            try:
+                services.update_webhook(webhook, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_service_error(error)
+                webhook.refresh_from_db()
+            else:
+                messages.success(request, f"Webhook {webhook} saved.")
+                return redirect("alert-routing")
+    else:
+        form = WebhookForm(initial={"name": webhook.name, "url": webhook.url, "events": webhook.events,
+                                    "enabled": webhook.enabled})
+    return render(request, "webui/webhook_form.html", {"form": form, "webhook": webhook})
+
+
+@admin_required
+def webhook_secret(request, pk):
+    webhook = get_object_or_404(Webhook, pk=pk)
+    form = WebhookSecretForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            generated = services.set_webhook_secret(webhook, form.cleaned_data["secret"])
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            if generated:
+                _show_once(request, "webhook-secret", {"webhook": webhook.pk, "secret": generated})
+            messages.success(request, f"New secret set for webhook {webhook}.")
+            return redirect("alert-routing")
+    return render(request, "webui/webhook_secret.html", {"form": form, "webhook": webhook})
+
+
+@admin_required
+def webhook_delete(request, pk):
+    webhook = get_object_or_404(Webhook, pk=pk)
+    if request.method == "POST":
+        services.delete_webhook(webhook)
+        messages.success(request, f"Webhook {webhook} deleted.")
+        return redirect("alert-routing")
+    return render(request, "webui/ops_delete.html", {
+        "title": f"Delete the webhook {webhook}?", "action": f"/operations/webhooks/{pk}/delete/",
+        "consequence": f"Alerts are no longer sent to {webhook.url}, and its delivery log goes with it.",
+        "button": "Delete the webhook"})
