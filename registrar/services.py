@@ -789,3 +789,129 @@ def live_worker_statuses(within: timedelta = LIVE_WORKER_WITHIN, now: datetime |
     """The runsip processes that reported within ``within``."""
     now = now or timezone.now()
     return list(WorkerStatus.objects.filter(last_seen__gte=now - within))
+
+
+# -- operations as the web UI and the API manage them ----------------------------------
+from dataclasses import dataclass  # noqa: E402
+
+# A scheduled job whose last run started longer ago than this many of its intervals is
+# overdue: its scheduler (Celery beat, or the embedded timer of `manage.py serve`) is
+# not running it.
+OVERDUE_INTERVALS = 3
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A housekeeping job as the operations page and /api/v1/jobs/ show it."""
+
+    name: str
+    runnable: bool  # still in registrar.tasks.JOBS (a removed job keeps its history)
+    interval: float | None  # seconds between scheduled runs; None: not on a fixed interval
+    last_run: JobRun | None
+    last_success: datetime | None
+    failed: bool  # its last run failed
+    overdue: bool
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.failed or self.overdue)
+
+
+def job_intervals() -> dict[str, float]:
+    """{job name: seconds between its runs} from CELERY_BEAT_SCHEDULE. A crontab entry
+    has no fixed interval and is left out."""
+    intervals = {}
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        if entry.get("task") != "registrar.tasks.run_job" or not entry.get("args"):
+            continue
+        schedule = getattr(entry["schedule"], "run_every", entry["schedule"])  # celery.schedules.schedule
+        seconds = schedule.total_seconds() if isinstance(schedule, timedelta) else schedule
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            name = entry["args"][0]
+            intervals[name] = min(seconds, intervals.get(name, seconds))
+    return intervals
+
+
+def job_statuses(now: datetime | None = None) -> list[JobStatus]:
+    """Every job, by name: those that exist and those with a recorded run."""
+    from registrar.tasks import JOBS  # tasks are adapters over this module
+
+    now = now or timezone.now()
+    runs = {run.name: run for run in last_job_runs()}
+    successes = last_successful_runs()
+    intervals = job_intervals()
+    statuses = []
+    for name in sorted(set(JOBS) | set(runs)):
+        run, interval = runs.get(name), intervals.get(name)
+        overdue = (run is not None and interval is not None
+                   and now - run.started_at > timedelta(seconds=OVERDUE_INTERVALS * interval))
+        statuses.append(JobStatus(name=name, runnable=name in JOBS, interval=interval, last_run=run,
+                                  last_success=successes.get(name),
+                                  failed=run is not None and run.outcome == JobOutcome.FAILED, overdue=overdue))
+    return statuses
+
+
+def run_job_now(name: str) -> JobRun | None:
+    """Start job ``name`` now, through Celery as its schedule would. In the embedded
+    default (tasks run in-process) it has run when this returns, and its recorded run is
+    returned, failed or not; with a broker it is queued for a worker, and None returned."""
+    from registrar import tasks
+
+    if name not in tasks.JOBS:
+        raise ValidationError({"name": f"There is no job {name!r}; jobs: {', '.join(sorted(tasks.JOBS))}."})
+    before = JobRun.objects.filter(name=name).aggregate(last=Max("id"))["last"] or 0
+    tasks.run_job.delay(name)  # in-process, a failure is recorded and kept in the result, not raised
+    if not tasks.run_job.app.conf.task_always_eager:
+        return None
+    return JobRun.objects.filter(name=name, id__gt=before).order_by("id").first()
+
+
+def send_test_alert(actor: str, via: str) -> Alert:
+    """Raise a test alert and start the send_alerts job, which sends it to the test
+    event's e-mail route and webhooks. In the embedded default it has gone out when this
+    returns (the alert tells to whom); with a broker a worker sends it."""
+    alert = raise_alert(AlertEvent.TEST, "Test alert",
+                        f"A test alert sent by {actor or 'someone'} through the {via}. If you read this, alerts "
+                        "of this route reach you.", details={"test": True, "by": actor, "via": via})
+    run_job_now("send_alerts")
+    alert.refresh_from_db()
+    return alert
+
+
+def _route_event(event) -> str:
+    if event not in AlertEvent.values:
+        raise ValidationError({"event": f"Unknown event {event!r}; known: {', '.join(AlertEvent.values)}."})
+    return str(event)
+
+
+def create_alert_route(event: str, emails, enabled: bool = True) -> AlertRoute:
+    """A route for an event that has none (set_alert_route replaces one instead)."""
+    event = _route_event(event)
+    if AlertRoute.objects.filter(event=event).exists():
+        raise ValidationError({"event": f"The event {event!r} has a route already; edit that one."})
+    route = AlertRoute(event=event, emails=clean_emails(emails), enabled=enabled)
+    route.full_clean()
+    route.save()
+    return route
+
+
+def update_alert_route(route: AlertRoute, **fields) -> AlertRoute:
+    """Change a route's event, addresses or enabled; the event stays one route's."""
+    if "event" in fields:
+        event = _route_event(fields["event"])
+        if AlertRoute.objects.filter(event=event).exclude(pk=route.pk).exists():
+            raise ValidationError({"event": f"The event {event!r} has a route already; edit that one."})
+        route.event = event
+    if "emails" in fields:
+        route.emails = clean_emails(fields["emails"])
+    if "enabled" in fields:
+        route.enabled = fields["enabled"]
+    route.full_clean()
+    route.save()
+    return route
+
+
+def set_webhook_secret(webhook: Webhook, secret: str | None = None) -> str | None:
+    """Replace a webhook's signing secret; with none, generate one and return it (shown once)."""
+    update_webhook(webhook, secret=secret or "")  # an empty secret is generated
+    return None if secret else webhook.secret

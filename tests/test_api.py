@@ -557,7 +557,8 @@ def test_lists_are_paginated(as_viewer):
 def test_the_root_lists_every_endpoint(as_viewer):
     body = as_viewer.get("/api/v1/").json()
     assert set(body) == {"extensions", "registrations", "auth-attempts", "soft-parameters",
-                         "soft-parameter-changes", "summary", "token", "bans", "trace", "ua-policy-dry-run"}
+                         "soft-parameter-changes", "summary", "token", "bans", "trace", "ua-policy-dry-run",
+                         "jobs", "job-runs", "workers", "alert-routes", "webhooks", "webhook-deliveries"}
     assert body["summary"].endswith("/api/v1/summary/")
 
 
@@ -593,6 +594,10 @@ def test_the_schema_is_openapi_3_and_documents_every_endpoint(anonymous):
         "/api/v1/soft-parameter-changes/", "/api/v1/soft-parameter-changes/{id}/", "/api/v1/summary/",
         "/api/v1/token/", "/api/v1/extensions/{number}/diagnosis/", "/api/v1/soft-parameters/286/dry-run/",
         "/api/v1/bans/", "/api/v1/bans/{id}/", "/api/v1/trace/", "/api/v1/trace/{id}/", "/api/v1/trace/pcap/",
+        "/api/v1/jobs/", "/api/v1/jobs/{name}/", "/api/v1/jobs/{name}/run/", "/api/v1/job-runs/",
+        "/api/v1/job-runs/{id}/", "/api/v1/workers/", "/api/v1/workers/{id}/", "/api/v1/alert-routes/",
+        "/api/v1/alert-routes/{id}/", "/api/v1/webhooks/", "/api/v1/webhooks/{id}/",
+        "/api/v1/webhooks/{id}/set-secret/", "/api/v1/webhook-deliveries/", "/api/v1/webhook-deliveries/{id}/",
     }
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
     assert "ha1" not in response.content.decode().lower()

@@ -11,7 +11,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from registrar.choices import ParameterKind
-from registrar.models import Extension, number_validator
+from registrar.models import AlertEvent, Extension, number_validator
 
 
 class ServiceForm(forms.Form):
@@ -122,3 +122,44 @@ class TraceTargetForm(ServiceForm):
             except ValueError:
                 self.add_error("value", f"{value!r} is not an IPv4 or IPv6 address.")
         return data
+
+
+# -- alert routing ------------------------------------------------------------------------
+def _secret_field(help_text):
+    # Never rendered back, not even after an error: a secret is typed or generated, then gone.
+    return forms.CharField(required=False, max_length=128, help_text=help_text,
+                           widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}))
+
+
+class AlertRouteForm(ServiceForm):
+    event = forms.ChoiceField(choices=AlertEvent.choices)
+    emails = forms.CharField(label="E-mail addresses", widget=forms.Textarea(attrs={"rows": 3}),
+                             help_text="Separated by commas or new lines.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+
+class WebhookForm(ServiceForm):
+    name = forms.CharField(max_length=100, required=False, help_text="For people; the URL is shown without one.")
+    # Parsed as text: the service checks the URL, and its message is the one shown.
+    url = forms.CharField(label="URL", max_length=500, widget=forms.URLInput(attrs={"placeholder": "https://"}),
+                          help_text="Alerts are POSTed here as JSON, signed in the X-Regis-Signature header.")
+    events = forms.MultipleChoiceField(choices=AlertEvent.choices, required=False,
+                                       widget=forms.CheckboxSelectMultiple(attrs={"class": "choices"}),
+                                       help_text="The alerts sent here.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+
+class WebhookCreateForm(WebhookForm):
+    secret = _secret_field("The key of the signature's HMAC-SHA256. Leave empty to generate one; it is shown "
+                           "once.")
+
+    def clean_secret(self):
+        return self.cleaned_data["secret"] or None
+
+
+class WebhookSecretForm(ServiceForm):
+    secret = _secret_field("Leave empty to generate one; it is shown once. The receiver must check signatures "
+                           "with the new secret from now on.")
+
+    def clean_secret(self):
+        return self.cleaned_data["secret"] or None

@@ -608,7 +608,7 @@ def job_run(request, name):
         messages.success(request, f"Job {name} ran in {run.duration:.3f} s: {run.result}")
     else:
         messages.error(request, f"Job {name} failed: {run.result}")
-    return redirect(f"/operations/#job-{name}")
+    return redirect("operations")
 
 
 def _sent_to(alert) -> str:
@@ -642,7 +642,7 @@ def test_alert(request):
         level = messages.warning if alert.email_error or alert.deliveries.filter(succeeded=False).exists() \
             else messages.success
         level(request, f"Test alert #{alert.pk} sent: {_sent_to(alert)}.")
-    return redirect("/operations/#alerts")
+    return redirect("operations")
 
 
 # -- alert routing ------------------------------------------------------------------------

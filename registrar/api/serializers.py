@@ -5,12 +5,15 @@ validated data to ``registrar.services``, which own every write and its rules. T
 HA1 hashes of an extension never leave the server, and a password is write-only.
 """
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from registrar import softparams, stats
+from registrar import services, softparams, stats
 from registrar.choices import ReasonCode
-from registrar.models import AuthAttempt, Ban, Binding, Extension, SoftParameter, SoftParameterChange, TracedMessage
+from registrar.models import (AlertEvent, AlertRoute, AuthAttempt, Ban, Binding, Extension, JobRun, SoftParameter,
+                              SoftParameterChange, TracedMessage, Webhook, WebhookDelivery, WorkerStatus)
 
 
 class StrictFieldsMixin:
@@ -313,4 +316,175 @@ class TracedMessageSerializer(serializers.ModelSerializer):
         model = TracedMessage
         fields = ["id", "captured_at", "direction", "transport", "peer_ip", "peer_port", "local_port", "extension",
                   "call_id", "summary", "data"]
+        read_only_fields = fields
+
+
+# -- operations ------------------------------------------------------------------------
+class JobRunSerializer(serializers.ModelSerializer):
+    """One run of a housekeeping job, however it was started."""
+
+    duration = serializers.FloatField(read_only=True, help_text="Seconds.")
+    result = serializers.CharField(read_only=True, help_text="What the job did, or the error that stopped it.")
+
+    class Meta:
+        model = JobRun
+        fields = ["id", "name", "started_at", "finished_at", "duration", "outcome", "result"]
+        read_only_fields = fields
+
+
+class JobSerializer(serializers.Serializer):
+    """A housekeeping job: its schedule, its last run and whether it needs attention."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:job-detail", lookup_field="name")
+    name = serializers.CharField()
+    runnable = serializers.BooleanField(help_text="false for a job that no longer exists but has recorded runs.")
+    interval = serializers.FloatField(allow_null=True, help_text="Seconds between scheduled runs "
+                                                                 "(CELERY_BEAT_SCHEDULE); null: not on a fixed "
+                                                                 "interval.")
+    last_run = JobRunSerializer(allow_null=True, help_text="null: it never ran.")
+    last_success = serializers.DateTimeField(allow_null=True, help_text="When its latest successful run finished.")
+    failed = serializers.BooleanField(help_text="Its last run failed.")
+    overdue = serializers.BooleanField(help_text=f"Its last run started more than {services.OVERDUE_INTERVALS} "
+                                                 "intervals ago: its scheduler is not running it.")
+
+
+class JobStartedSerializer(serializers.Serializer):
+    """The outcome of run: the recorded run, or null when the job was queued for a Celery worker."""
+
+    name = serializers.CharField()
+    queued = serializers.BooleanField(help_text="true: a Celery worker runs it (poll job-runs); false: it ran "
+                                                "in this request.")
+    run = JobRunSerializer(allow_null=True, help_text="The run, failed or not, when it ran in this request.")
+
+
+class WorkerStatusSerializer(serializers.ModelSerializer):
+    """A runsip process, as it last reported itself (every few seconds)."""
+
+    alive = serializers.SerializerMethodField(help_text="It reported in the last 15 seconds.")
+    uptime = serializers.SerializerMethodField(help_text="Seconds since it started.")
+
+    class Meta:
+        model = WorkerStatus
+        fields = ["id", "hostname", "pid", "listeners", "started_at", "uptime", "last_seen", "alive",
+                  "credentials", "connections", "requests_per_second", "received", "errors", "batches", "stored"]
+        read_only_fields = fields
+
+    def get_alive(self, status) -> bool:
+        return status.last_seen >= timezone.now() - services.LIVE_WORKER_WITHIN
+
+    def get_uptime(self, status) -> float:
+        return round((timezone.now() - status.started_at).total_seconds(), 1)
+
+
+class AlertEventField(serializers.ChoiceField):
+    """An alert event; one enum in the schema (AlertEvent), however many fields use it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=AlertEvent.choices, **kwargs)
+
+
+class AlertEventFieldExtension(OpenApiSerializerFieldExtension):
+    target_class = AlertEventField
+
+    def map_serializer_field(self, auto_schema, direction):
+        component = ResolvedComponent(
+            name="AlertEvent", type=ResolvedComponent.SCHEMA, object="AlertEvent",
+            schema={"type": "string", "enum": AlertEvent.values,
+                    "description": "\n".join(f"* `{value}` - {label}" for value, label in AlertEvent.choices)})
+        auto_schema.registry.register_on_missing(component)
+        return component.ref
+
+
+class RecipientsField(serializers.ListField):
+    """A route's addresses: a list on the wire, text separated by commas in the table."""
+
+    child = serializers.CharField()
+
+    def get_attribute(self, route):
+        return route.recipients()
+
+
+class AlertRouteSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """Where the e-mail for one event goes; one route per event."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:alertroute-detail")
+    # Declared, so that a second route for an event is refused by the service, in its words.
+    event = AlertEventField()
+    emails = RecipientsField(allow_empty=False, help_text="E-mail addresses.")
+
+    class Meta:
+        model = AlertRoute
+        fields = ["id", "url", "event", "emails", "enabled", "updated_at"]
+        read_only_fields = ["updated_at"]
+
+
+class WebhookSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """An outbound webhook: alerts of its events are POSTed to url as JSON, signed with its secret in
+    X-Regis-Signature (sha256=<hex HMAC-SHA256 of the body>). The secret is never shown after creation."""
+
+    events = serializers.ListField(child=AlertEventField(), allow_empty=False,
+                                   help_text="The alert events sent here.")
+    secret = serializers.CharField(
+        write_only=True, required=False, max_length=128, style={"input_type": "password"},
+        help_text="Only when creating; leave it out to have one generated (returned once as generated_secret). "
+                  "To change it later use set-secret.")
+
+    class Meta:
+        model = Webhook
+        fields = ["id", "name", "url", "events", "enabled", "secret", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_secret(self, secret):
+        if self.instance is not None:
+            raise serializers.ValidationError("A secret is changed with the set-secret action.")
+        return secret
+
+
+class WebhookCreatedSerializer(WebhookSerializer):
+    """A new webhook, with the generated secret if one was generated."""
+
+    generated_secret = serializers.CharField(
+        read_only=True, allow_null=True,
+        help_text="The generated secret when none was given, shown this once; null when the request gave one.")
+
+    class Meta(WebhookSerializer.Meta):
+        fields = WebhookSerializer.Meta.fields + ["generated_secret"]
+
+
+class SetSecretSerializer(StrictFieldsMixin, serializers.Serializer):
+    """Either a secret, or generate: true."""
+
+    secret = serializers.CharField(required=False, max_length=128, style={"input_type": "password"},
+                                   help_text="The new secret; or leave it out and send generate: true.")
+    generate = serializers.BooleanField(required=False, default=False,
+                                        help_text="Generate a secret and return it once.")
+
+    def validate(self, data):
+        if data["generate"] == ("secret" in data):
+            raise serializers.ValidationError(
+                {"secret": ["Give either a secret or generate: true, not both and not neither."]})
+        return data
+
+
+class GeneratedSecretSerializer(serializers.Serializer):
+    """The outcome of set-secret."""
+
+    id = serializers.IntegerField()
+    generated_secret = serializers.CharField(
+        allow_null=True, help_text="The generated secret, shown this once; null when the request gave one.")
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    """One attempt to deliver one alert to one webhook."""
+
+    event = serializers.CharField(source="alert.event", read_only=True)
+    subject = serializers.CharField(source="alert.subject", read_only=True, help_text="The alert's subject.")
+    status_code = serializers.IntegerField(read_only=True, allow_null=True,
+                                           help_text="The receiver's HTTP answer; null when there was none.")
+    error = serializers.CharField(read_only=True, help_text="The network error, when there was no answer.")
+
+    class Meta:
+        model = WebhookDelivery
+        fields = ["id", "created_at", "webhook", "alert", "event", "subject", "attempt", "status_code", "error",
+                  "succeeded", "will_retry", "duration"]
         read_only_fields = fields

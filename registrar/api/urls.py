@@ -39,6 +39,12 @@ router.register("soft-parameters", views.SoftParameterViewSet, basename="softpar
 router.register("soft-parameter-changes", views.SoftParameterChangeViewSet, basename="softparameterchange")
 router.register("bans", views.BanViewSet, basename="ban")
 router.register("trace", views.TraceViewSet, basename="trace")
+router.register("jobs", views.JobViewSet, basename="job")
+router.register("job-runs", views.JobRunViewSet, basename="jobrun")
+router.register("workers", views.WorkerStatusViewSet, basename="worker")
+router.register("alert-routes", views.AlertRouteViewSet, basename="alertroute")
+router.register("webhooks", views.WebhookViewSet, basename="webhook")
+router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="webhookdelivery")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

@@ -10,7 +10,7 @@ import json
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Q
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -28,8 +28,8 @@ from registrar.api import serializers
 from registrar.api.permissions import HasRole
 from registrar.filters import (AuthAttemptFilterSet, BanFilterSet, BindingFilterSet, ExtensionFilterSet,
                                TraceFilterSet)
-from registrar.models import (AuthAttempt, Ban, Extension, SoftParameter, SoftParameterChange, TracedMessage,
-                              number_validator)
+from registrar.models import (AlertRoute, AuthAttempt, Ban, Extension, JobRun, SoftParameter, SoftParameterChange,
+                              TracedMessage, Webhook, WebhookDelivery, WorkerStatus, number_validator)
 
 
 class ServiceErrorsMixin:
@@ -268,3 +268,124 @@ class TraceViewSet(viewsets.ReadOnlyModelViewSet):
     def pcap(self, request):
         messages = self.filter_queryset(TracedMessage.objects.order_by("captured_at", "id"))
         return pcap_response(messages, f"trace-{timezone.now():%Y%m%d-%H%M%S}")
+
+
+# -- operations ------------------------------------------------------------------------
+JOB_NAME = OpenApiParameter("name", str, OpenApiParameter.PATH, description="The job's name.")
+
+
+@extend_schema_view(retrieve=extend_schema(parameters=[JOB_NAME]))
+class JobViewSet(ServiceErrorsMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The housekeeping jobs (registrar.tasks.JOBS), each with its schedule, its last run and whether it failed or
+    is overdue. Every run is recorded in job-runs."""
+
+    serializer_class = serializers.JobSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[A-Za-z0-9_.-]+"
+    filter_backends = []
+
+    def get_queryset(self):
+        return services.job_statuses()
+
+    def get_object(self):
+        job = next((job for job in self.get_queryset() if job.name == self.kwargs["name"]), None)
+        if job is None:
+            raise Http404("There is no such job.")
+        return job
+
+    @extend_schema(request=None, parameters=[JOB_NAME],
+                   responses={200: serializers.JobStartedSerializer, 202: serializers.JobStartedSerializer},
+                   description="Run the job now, as its schedule would. Without a broker (the embedded default) it "
+                               "runs in this request: 200 with the recorded run, failed or not. With a broker it is "
+                               "queued for a Celery worker: 202, and its run appears in job-runs when done.")
+    @action(detail=True, methods=["post"], serializer_class=serializers.JobStartedSerializer)
+    def run(self, request, name=None):
+        job = self.get_object()
+        if not job.runnable:
+            raise ValidationError({"name": ["This job no longer exists; only its past runs are kept."]})
+        run = services.run_job_now(job.name)
+        return Response(serializers.JobStartedSerializer({"name": job.name, "queued": run is None, "run": run}).data,
+                        status=status.HTTP_202_ACCEPTED if run is None else status.HTTP_200_OK)
+
+
+class JobRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Recorded runs of the housekeeping jobs, newest first (kept 3 days, and each job's last run always)."""
+
+    queryset = JobRun.objects.order_by("-started_at", "-id")
+    serializer_class = serializers.JobRunSerializer
+    filterset_fields = ["name", "outcome"]
+
+
+class WorkerStatusViewSet(viewsets.ReadOnlyModelViewSet):
+    """The runsip processes, as each last reported itself; a process that stops cleanly removes itself, one
+    that is not alive stopped reporting (crashed or hung). Forgotten a day after it was last seen."""
+
+    queryset = WorkerStatus.objects.order_by("hostname", "pid")
+    serializer_class = serializers.WorkerStatusSerializer
+    filterset_fields = ["hostname"]
+
+
+@extend_schema_view(destroy=extend_schema(description="Alerts of the event are no longer e-mailed."))
+class AlertRouteViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
+    """Where the e-mail of each alert event goes: one route per event (webhooks choose their events on the
+    webhook)."""
+
+    queryset = AlertRoute.objects.order_by("event")
+    serializer_class = serializers.AlertRouteSerializer
+    filterset_fields = ["event", "enabled"]
+
+    def perform_create(self, serializer):
+        serializer.instance = services.create_alert_route(**serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.update_alert_route(serializer.instance, **serializer.validated_data)
+
+    def perform_destroy(self, route):
+        services.delete_alert_route(route)
+
+
+@extend_schema_view(
+    create=extend_schema(responses={201: serializers.WebhookCreatedSerializer},
+                         description="Without a secret one is generated and returned once as generated_secret."),
+    destroy=extend_schema(description="Deletes the webhook and its delivery log."),
+)
+class WebhookViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
+    """Outbound webhooks. The secret is write-only: given or generated at creation, replaced with set-secret,
+    never shown again."""
+
+    queryset = Webhook.objects.order_by("name", "id")
+    serializer_class = serializers.WebhookSerializer
+    filterset_fields = ["enabled"]
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        webhook, secret = services.create_webhook(data.pop("url"), data.pop("events"), **data)
+        webhook.generated_secret = None if data.get("secret") else secret
+        created = serializers.WebhookCreatedSerializer(webhook, context=self.get_serializer_context())
+        return Response(created.data, status=status.HTTP_201_CREATED)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.update_webhook(serializer.instance, **serializer.validated_data)
+
+    def perform_destroy(self, webhook):
+        services.delete_webhook(webhook)
+
+    @extend_schema(request=serializers.SetSecretSerializer, responses=serializers.GeneratedSecretSerializer)
+    @action(detail=True, methods=["post"], url_path="set-secret", serializer_class=serializers.SetSecretSerializer)
+    def set_secret(self, request, pk=None):
+        """Replace the signing secret, or generate one and return it once; the old one stops working at once."""
+        webhook = self.get_object()
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        generated = services.set_webhook_secret(webhook, serializer.validated_data.get("secret"))
+        return Response({"id": webhook.pk, "generated_secret": generated})
+
+
+class WebhookDeliveryViewSet(viewsets.ReadOnlyModelViewSet):
+    """The webhook delivery log: every attempt to deliver an alert to a webhook, newest first (kept 30 days)."""
+
+    queryset = WebhookDelivery.objects.select_related("alert").order_by("-created_at", "-id")
+    serializer_class = serializers.WebhookDeliverySerializer
+    filterset_fields = ["webhook", "alert", "succeeded"]

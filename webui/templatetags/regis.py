@@ -1,4 +1,4 @@
-"""Template helpers of the web UI: roles, times, countdowns, the nav and the 24-hour chart.
+"""Template helpers of the web UI: roles, times, durations, countdowns, the nav and the 24-hour chart.
 
 The chart is an inline SVG drawn here, on the server, so the dashboard needs no
 JavaScript chart library and no CDN.
@@ -51,6 +51,24 @@ def countdown(moment):
     if minutes:
         return f"{minutes} min {seconds:02d} s"
     return f"{seconds} s"
+
+
+@register.filter
+def seconds(value):
+    """A duration or an interval for people: 12 ms, 1.5 s, 30 s, 5 min, 1 h, 1 day."""
+    if value is None or value == "":
+        return ""
+    value = float(value)
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.0f} s" if value == int(value) else f"{value:.1f} s"
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if value >= size:
+            amount = value / size
+            shown = f"{amount:.0f}" if amount == int(amount) or amount >= 10 else f"{amount:.1f}"
+            return f"{shown} {unit}{'s' if unit == 'day' and shown != '1' else ''}"
+    return f"{value:.0f} s"
 
 
 @register.filter
