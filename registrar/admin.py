@@ -150,8 +150,10 @@ class AlertRouteAdmin(admin.ModelAdmin):
 class WebhookForm(forms.ModelForm):
     url = forms.URLField(max_length=500, assume_scheme="https")
     events = forms.MultipleChoiceField(choices=AlertEvent.choices, widget=forms.CheckboxSelectMultiple)
-    secret = forms.CharField(required=False, max_length=128,
-                             help_text="The key of the X-Regis-Signature HMAC. Leave empty to generate one.")
+    # Write-only: never rendered back; empty keeps the current secret (or generates one for a new webhook).
+    secret = forms.CharField(required=False, max_length=128, widget=forms.PasswordInput(render_value=False),
+                             help_text="The key of the X-Regis-Signature HMAC. Leave empty to keep the current one "
+                                       "(a new webhook gets a generated one).")
 
     class Meta:
         model = Webhook
@@ -167,10 +169,14 @@ class WebhookAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in ("name", "url", "secret", "events", "enabled")}
         if change:
-            webhook = services.update_webhook(obj, **fields)
-        else:
-            webhook, _ = services.create_webhook(fields.pop("url"), fields.pop("events"), **fields)
-            obj.pk = webhook.pk
+            if not fields["secret"]:
+                del fields["secret"]
+                # The form's instance already holds the blank; keep the stored secret.
+                obj.secret = type(obj).objects.get(pk=obj.pk).secret
+            services.update_webhook(obj, **fields)
+            return
+        webhook, _ = services.create_webhook(fields.pop("url"), fields.pop("events"), **fields)
+        obj.pk = webhook.pk
         if not form.cleaned_data["secret"]:
             messages.warning(request, f"Generated webhook secret (configure the receiver with it): {webhook.secret}")
 

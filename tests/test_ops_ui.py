@@ -774,3 +774,17 @@ def test_deliveries_are_filtered_by_webhook(as_viewer, webhook):
         second.pk]
     response = as_viewer.get("/api/v1/webhook-deliveries/?webhook=999")
     assert response.status_code == 400 and list(response.json()) == ["webhook"]
+
+
+def test_the_django_admin_never_shows_a_webhook_secret_and_keeps_it_on_save(client, django_user_model):
+    from registrar.models import Webhook
+
+    client.force_login(django_user_model.objects.create_superuser("root", "", "pw"))
+    webhook, _ = services.create_webhook("https://hooks.example/x", ["ban"], name="ops", secret="very-secret-key")
+    page = client.get(f"/admin/registrar/webhook/{webhook.pk}/change/").content.decode()
+    assert "very-secret-key" not in page
+    response = client.post(f"/admin/registrar/webhook/{webhook.pk}/change/", {
+        "name": "ops", "url": "https://hooks.example/y", "secret": "", "events": ["ban"], "enabled": "on"})
+    assert response.status_code == 302
+    webhook = Webhook.objects.get(pk=webhook.pk)
+    assert webhook.url == "https://hooks.example/y" and webhook.secret == "very-secret-key"
