@@ -1,5 +1,5 @@
-"""Health of the processes: /healthz for the web process, the runsip processes' status
-rows, and the data the operations page shows.
+"""Health of the processes: /healthz for the web process and the runsip processes'
+status rows (the operations page reads jobs through ``services.job_statuses``).
 
 ``/healthz`` answers 200 with ``{"status": "ok", ...}`` when the database answers a
 query, else 503 with ``{"status": "error", ...}``: that is what a load balancer or an
@@ -15,7 +15,6 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from registrar import services
-from registrar.tasks import JOBS
 
 
 def database_status() -> dict:
@@ -63,20 +62,3 @@ def sip_worker_alive(hostname: str | None = None) -> bool:
     """A runsip process (on ``hostname``, by default this host) reported in the last 15 s."""
     hostname = hostname or socket.gethostname()
     return any(status.hostname == hostname for status in services.live_worker_statuses())
-
-
-def operations_overview(limit: int = 20) -> dict:
-    """Everything the operations page shows, in one call: each job's last run and last
-    success, the live runsip processes, recent alerts and webhook deliveries."""
-    now = timezone.now()
-    runs = {run.name: run for run in services.last_job_runs()}
-    successes = services.last_successful_runs()
-    # Every job that exists, including those that never ran yet.
-    jobs = [{"name": name, "last_run": runs.get(name), "last_success": successes.get(name)}
-            for name in sorted(set(JOBS) | set(runs))]
-    return {
-        "jobs": jobs,
-        "workers": [worker_summary(status, now) for status in services.live_worker_statuses(now=now)],
-        "alerts": services.recent_alerts(limit),
-        "deliveries": services.recent_webhook_deliveries(limit),
-    }
