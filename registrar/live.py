@@ -25,6 +25,18 @@ log = logging.getLogger("regis.live")
 
 EVENTS_PER_DATAGRAM = 40
 _datagram_socket = None
+# Browsers connected to this web process's live websocket (for /metrics).
+connected_clients = 0
+
+
+def client_connected() -> None:
+    global connected_clients
+    connected_clients += 1
+
+
+def client_disconnected() -> None:
+    global connected_clients
+    connected_clients = max(0, connected_clients - 1)
 
 
 def _relay_path():

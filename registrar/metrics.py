@@ -12,8 +12,7 @@ Access: with the METRICS_TOKEN setting, a scrape needs ``Authorization: Bearer
 <token>``; without it, only clients on loopback or private networks are answered
 (behind a reverse proxy the proxy's address is what counts, so set a token there).
 
-Not exported: websocket clients of the live dashboard — the web processes do not count
-them anywhere shared yet.
+Websocket clients are counted per web process (the one answering the scrape).
 """
 import hmac
 import ipaddress
@@ -27,7 +26,7 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from registrar import services
+from registrar import live, services
 from registrar.models import (Alert, AuthAttempt, Ban, Binding, Extension, JobOutcome, JobRun, WebhookDelivery,
                               WorkerStatus)
 from registrar.sip.core import SendMessage, StoreRegistration
@@ -126,6 +125,9 @@ class RegisCollector:
         yield GaugeMetricFamily("regis_extensions_registered", "Extensions with at least one live binding.",
                                 value=live.values("extension_id").distinct().count())
         yield GaugeMetricFamily("regis_extensions", "Extensions configured.", value=Extension.objects.count())
+        yield GaugeMetricFamily("regis_websocket_clients",
+                                "Browsers connected to this web process's live websocket.",
+                                value=live.connected_clients)
         attempts = GaugeMetricFamily("regis_auth_failures_last_24h",
                                      "Rejected or re-challenged requests in the last 24 hours, by reason.",
                                      labels=["reason"])

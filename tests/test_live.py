@@ -143,3 +143,18 @@ def test_with_redis_events_cross_processes_through_channels_redis(django_user_mo
         assert async_to_sync(scenario)() == {"events": [event]}
     finally:
         channel_layers.backends.clear()
+
+
+def test_connected_browsers_are_counted_for_metrics(django_user_model, relay_socket):
+    viewer = user_in(django_user_model, "viewer", "counted")
+
+    async def scenario():
+        before = live.connected_clients
+        communicator = communicator_for(viewer)
+        await communicator.connect()
+        during = live.connected_clients
+        await communicator.disconnect()
+        return before, during, live.connected_clients
+
+    before, during, after = async_to_sync(scenario)()
+    assert (during - before, after - before) == (1, 0)

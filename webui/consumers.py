@@ -2,6 +2,7 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from registrar import live
 from registrar.events import GROUP
 from registrar.roles import can_read
 from webui import relay
@@ -17,8 +18,12 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await relay.ensure_started()
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
+        self.counted = True
+        live.client_connected()
 
     async def disconnect(self, code):
+        if getattr(self, "counted", False):
+            live.client_disconnected()
         await self.channel_layer.group_discard(GROUP, self.channel_name)
 
     async def live_events(self, message):
