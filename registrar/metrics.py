@@ -119,11 +119,11 @@ class RegisCollector:
 
     def _registrar(self):
         now = self.now
-        live = Binding.objects.filter(expires_at__gt=now)
+        bindings = Binding.objects.filter(expires_at__gt=now)
         yield GaugeMetricFamily("regis_registrations_active", "Live bindings (registered contacts).",
-                                value=live.count())
+                                value=bindings.count())
         yield GaugeMetricFamily("regis_extensions_registered", "Extensions with at least one live binding.",
-                                value=live.values("extension_id").distinct().count())
+                                value=bindings.values("extension_id").distinct().count())
         yield GaugeMetricFamily("regis_extensions", "Extensions configured.", value=Extension.objects.count())
         yield GaugeMetricFamily("regis_websocket_clients",
                                 "Browsers connected to this web process's live websocket.",
