@@ -103,3 +103,37 @@ def test_scanners_get_403_to_register_and_silence_otherwise():
     assert harness.attempts[-1].reason == Reason.UA_POLICY
     options = scanner.replace("REGISTER sip", "OPTIONS sip").replace("1 REGISTER", "1 OPTIONS")
     assert harness.send(options) == []
+
+
+def test_enumerating_a_hundred_extensions_by_register_invite_and_options_finds_none():
+    """Half the numbers exist; nothing in the answers tells which."""
+    from registrar.sip.core import Credentials
+    from tests.test_core import ha1s
+
+    extensions = {str(2000 + i): Credentials(str(2000 + i), True, ha1s(str(2000 + i), "pw"), 3)
+                  for i in range(0, 100, 2)}
+    harness = Harness(extensions=extensions, policy=Policy(ban_per_source=0, ban_per_extension=0))
+    scanner = Source("udp", "198.51.100.99", 5060)
+
+    def shape(response):
+        values = {name: value for name, value in response.headers.items()}
+        return (response.status, response.reason, [name for name, _ in response.headers.items()],
+                [v.split("nonce=")[0] for v in response.headers.get_all("WWW-Authenticate")],
+                values.get("Allow"))
+
+    for method in ("REGISTER", "INVITE", "OPTIONS"):
+        shapes = set()
+        for index in range(100):
+            number = str(2000 + index)
+            request = register(user=number, call_id=f"enum-{method}-{number}").replace(
+                "REGISTER sip", f"{method} sip").replace("1 REGISTER", f"1 {method}")
+            (response, _), = harness.send(request, source=scanner)
+            first = shape(response)
+            if method == "REGISTER":
+                # Answer the challenge with a guess, as an enumerator would.
+                (response, _), = harness.send(register(user=number, call_id=f"enum-{method}-{number}", cseq=2,
+                                                       authorization=answer(challenges(response)[0], number, "x")),
+                                              source=scanner)
+                first = (first, shape(response))
+            shapes.add(repr(first))
+        assert len(shapes) == 1, (method, shapes)
