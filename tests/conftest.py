@@ -35,3 +35,74 @@ def seeded_rows(request):
 
     services.ensure_soft_parameters()
     ensure_groups()
+
+
+# -- users with roles, and clients logged in as them -----------------------------------
+@pytest.fixture(autouse=True)
+def fast_login_hashes(settings):
+    # Logging in is not what the tests are about; PBKDF2 would dominate their time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    """make_user(username, group=None): a user in the role group "admin" or "viewer" (or none)."""
+    def make(username, group=None):
+        from django.contrib.auth.models import Group
+
+        user = django_user_model.objects.create_user(username, "", "pw")
+        if group:
+            user.groups.add(Group.objects.get(name=group))
+        return user
+    return make
+
+
+@pytest.fixture
+def admin_client(client, make_user):
+    client.force_login(make_user("alice", "admin"))
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, make_user):
+    client.force_login(make_user("victor", "viewer"))
+    return client
+
+
+@pytest.fixture
+def nobody_client(client, make_user):
+    client.force_login(make_user("nora"))
+    return client
+
+
+@pytest.fixture
+def as_admin(make_user):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(make_user("ada", "admin"))
+    return api
+
+
+@pytest.fixture
+def as_viewer(make_user):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(make_user("vera", "viewer"))
+    return api
+
+
+@pytest.fixture
+def celery_eager():
+    """Set whether tasks run in-process (the embedded default) or go to a broker."""
+    from registrar import tasks
+
+    conf = tasks.run_job.app.conf
+    before = conf.task_always_eager
+
+    def set_eager(value: bool):
+        conf.task_always_eager = value
+
+    yield set_eager
+    conf.task_always_eager = before

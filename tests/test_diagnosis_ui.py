@@ -9,7 +9,6 @@ import re
 import time
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils.html import escape
 from rest_framework.test import APIClient
 
@@ -29,50 +28,6 @@ API_URLS = ["/api/v1/bans/", "/api/v1/extensions/1001/diagnosis/", "/api/v1/soft
 
 
 # -- fixtures and helpers ---------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def fast_login_hashes(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-def _user(django_user_model, username, group=None):
-    user = django_user_model.objects.create_user(username, "", "pw")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def admin_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "alice", "admin"))
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "victor", "viewer"))
-    return client
-
-
-@pytest.fixture
-def nobody_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "nora"))
-    return client
-
-
-@pytest.fixture
-def as_admin(django_user_model):
-    api = APIClient()
-    api.force_authenticate(_user(django_user_model, "alice", "admin"))
-    return api
-
-
-@pytest.fixture
-def as_viewer(django_user_model):
-    api = APIClient()
-    api.force_authenticate(_user(django_user_model, "victor", "viewer"))
-    return api
-
-
 @pytest.fixture
 def extension():
     return services.create_extension("1001", "s3cret")[0]
@@ -240,7 +195,7 @@ def test_deleting_a_ban_through_the_api_lifts_it(as_admin, as_viewer):
     assert Ban.objects.get(pk=current.pk).active
     assert as_admin.delete(f"/api/v1/bans/{current.pk}/").status_code == 204
     current.refresh_from_db()
-    assert not current.active and current.lifted_by == "alice"
+    assert not current.active and current.lifted_by == "ada"
     assert as_admin.get(f"/api/v1/bans/{current.pk}/").json()["active"] is False
     assert as_admin.post("/api/v1/bans/", {"ip": "192.0.2.1"}).status_code == 405
 

@@ -38,19 +38,6 @@ pytestmark = pytest.mark.django_db
 DAY = 86400.0
 
 
-@pytest.fixture
-def celery_eager():
-    """Set whether tasks run in-process (the embedded default) or go to a broker."""
-    conf = tasks.run_job.app.conf
-    before = conf.task_always_eager
-
-    def set_eager(value: bool):
-        conf.task_always_eager = value
-
-    yield set_eager
-    conf.task_always_eager = before
-
-
 @pytest.fixture(autouse=True)
 def in_process_tasks(celery_eager, monkeypatch, settings):
     """Tasks run here, as in the embedded default, even when REDIS_URL is set; webhook
@@ -391,7 +378,9 @@ def test_routes_and_webhooks_are_validated():
     assert services.alert_recipients("ban") == []
 
 
-def test_routes_and_webhooks_through_the_django_admin(admin_client):
+def test_routes_and_webhooks_through_the_django_admin(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", "", "pw"))
+    admin_client = client
     response = admin_client.post("/admin/registrar/alertroute/add/",
                                  {"event": "ban", "emails": "bad address", "enabled": "on"})
     assert response.status_code == 200 and "is not an e-mail address" in response.content.decode()

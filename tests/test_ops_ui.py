@@ -14,7 +14,6 @@ from datetime import timedelta
 
 import pytest
 from celery import schedules
-from django.contrib.auth.models import Group
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -34,69 +33,12 @@ API_LISTS = ["/api/v1/jobs/", "/api/v1/job-runs/", "/api/v1/workers/", "/api/v1/
 
 # -- fixtures and helpers ---------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def fast_login_hashes(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def celery_eager():
-    """Set whether tasks run in-process (the embedded default) or go to a broker."""
-    conf = tasks.run_job.app.conf
-    before = conf.task_always_eager
-
-    def set_eager(value: bool):
-        conf.task_always_eager = value
-
-    yield set_eager
-    conf.task_always_eager = before
-
-
-@pytest.fixture(autouse=True)
 def in_process_tasks(celery_eager, monkeypatch, settings):
     """Tasks run here, as in the embedded default, even when REDIS_URL is set; mail stays
     in memory and no webhook leaves the machine."""
     celery_eager(True)
     monkeypatch.setattr(alerts, "post", lambda url, body, headers: alerts.PostResult(200, "", 0.01))
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-
-
-def _user(django_user_model, username, group=None):
-    user = django_user_model.objects.create_user(username, "", "pw")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def admin_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "alice", "admin"))
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "victor", "viewer"))
-    return client
-
-
-@pytest.fixture
-def nobody_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "nora"))
-    return client
-
-
-@pytest.fixture
-def as_admin(django_user_model):
-    api = APIClient()
-    api.force_authenticate(_user(django_user_model, "ada", "admin"))
-    return api
-
-
-@pytest.fixture
-def as_viewer(django_user_model):
-    api = APIClient()
-    api.force_authenticate(_user(django_user_model, "vera", "viewer"))
-    return api
 
 
 @pytest.fixture
@@ -551,10 +493,10 @@ def assert_secret_never_shown(admin_client, api, webhook):
 
 # -- API: roles ----------------------------------------------------------------------------
 @pytest.mark.parametrize("url", API_LISTS)
-def test_the_api_lists_need_a_role(django_user_model, url):
+def test_the_api_lists_need_a_role(make_user, url):
     assert APIClient().get(url).status_code == 401
     nobody = APIClient()
-    nobody.force_authenticate(_user(django_user_model, "nobody"))
+    nobody.force_authenticate(make_user("nobody"))
     assert nobody.get(url).status_code == 403
 
 

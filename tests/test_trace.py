@@ -14,7 +14,6 @@ from datetime import datetime, timezone as dt_timezone
 from types import SimpleNamespace
 
 import pytest
-from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from registrar import services, trace
@@ -29,50 +28,6 @@ PAGES = ["/trace/", f"/trace/{CALL}/", f"/trace/{CALL}.txt", f"/trace/{CALL}.pca
 
 
 # -- fixtures and helpers ---------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def fast_login_hashes(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-def _user(django_user_model, username, group=None):
-    user = django_user_model.objects.create_user(username, "", "pw")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def admin_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "alice", "admin"))
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "victor", "viewer"))
-    return client
-
-
-@pytest.fixture
-def nobody_client(client, django_user_model):
-    client.force_login(_user(django_user_model, "nora"))
-    return client
-
-
-@pytest.fixture
-def as_viewer(django_user_model):
-    api = APIClient()
-    api.force_authenticate(_user(django_user_model, "victor", "viewer"))
-    return api
-
-
-@pytest.fixture
-def as_admin(django_user_model):
-    api = APIClient()
-    api.force_authenticate(_user(django_user_model, "alice", "admin"))
-    return api
-
-
 def request(method="REGISTER", *, call_id=CALL, cseq=1, user="1001", user_agent="Yealink SIP-T46S",
             authorization=None, phone=PHONE, transport="UDP"):
     ip, port = phone

@@ -7,12 +7,11 @@ from registrar import services
 from registrar.sip.core import Origin, StoreRegistration
 from registrar.sip.policy import Policy
 from registrar.sip.registrar import ContactRequest, RegisterRequest
-from tests.test_webui import admin_client, fast_login_hashes  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 
 
-def test_the_registrations_page_is_paginated(admin_client, monkeypatch):  # noqa: F811
+def test_the_registrations_page_is_paginated(admin_client, monkeypatch):
     services.create_extension("1001", "pw", max_contacts=100)
     contacts = tuple(ContactRequest(f"sip:1001@192.0.2.5:{5000 + i}", "", None, "", None, 3600) for i in range(100))
     services.store_registrations([StoreRegistration(1, RegisterRequest("1001", "c", 1, False, contacts[:50]),
