@@ -38,9 +38,10 @@ def seeded_rows(request):
 
 
 # -- users with roles, and clients logged in as them -----------------------------------
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def fast_login_hashes(settings):
-    # Logging in is not what the tests are about; PBKDF2 would dominate their time.
+    """Logging in is not what most tests are about; PBKDF2 would dominate their time.
+    Not for tests whose users log in to a server subprocess (it checks with the real hashers)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

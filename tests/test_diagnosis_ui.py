@@ -20,7 +20,7 @@ from registrar.sip.protection import BanDecision
 from registrar.sip.reasons import EXPLANATIONS, Reason
 from registrar.sip.registrar import ContactRequest, RegisterRequest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_login_hashes")]
 
 UA_3CX = "3CXPhone 6.0.26523.0"
 PAGES = ["/bans/", "/extensions/1001/diagnosis/", "/extensions/9999/diagnosis/", "/settings/?patterns=yealink"]

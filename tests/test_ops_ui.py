@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 from registrar import alerts, services, tasks
 from registrar.models import Alert, AlertEvent, AlertRoute, JobRun, Webhook, WebhookDelivery
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_login_hashes")]
 
 PAGES = ["/operations/", "/operations/routing/"]
 HOOK_URL = "https://hooks.example.com/regis"

@@ -20,7 +20,7 @@ from registrar import services, trace
 from registrar.models import SoftParameter, SoftParameterChange, TracedMessage
 from registrar.sip.core import Source, TraceMessage
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_login_hashes")]
 
 CALL = "a84b4c76e66710@pc33.example.com"
 PHONE = ("192.0.2.10", 5062)

@@ -8,7 +8,7 @@ from registrar.sip.core import Origin, StoreRegistration
 from registrar.sip.policy import Policy
 from registrar.sip.registrar import ContactRequest, RegisterRequest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_login_hashes")]
 
 
 def test_the_registrations_page_is_paginated(admin_client, monkeypatch):
