@@ -25,3 +25,11 @@ class ParameterKind(models.TextChoices):
     INTEGER = "int", "Integer"
     TEXT = "text", "Text"
     LIST = "list", "List of values"
+
+
+class AlertEvent(models.TextChoices):
+    BAN = "ban", "A source address was banned"
+    FAILURE_SPIKE = "failure_spike", "Many failed attempts for one extension"
+    STOPPED_REGISTERING = "stopped_registering", "Extensions stopped registering"
+    JOB_FAILED = "job_failed", "A housekeeping job failed"
+    TEST = "test", "Test alert"

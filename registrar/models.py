@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from registrar.choices import AttemptOutcome, ParameterKind, ReasonCode, Transport
+from registrar.choices import AlertEvent, AttemptOutcome, ParameterKind, ReasonCode, Transport
 
 number_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
@@ -236,14 +236,6 @@ class JobRun(models.Model):
 
     def __str__(self):
         return f"{self.name} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
-
-
-class AlertEvent(models.TextChoices):
-    BAN = "ban", "A source address was banned"
-    FAILURE_SPIKE = "failure_spike", "Many failed attempts for one extension"
-    STOPPED_REGISTERING = "stopped_registering", "Extensions stopped registering"
-    JOB_FAILED = "job_failed", "A housekeeping job failed"
-    TEST = "test", "Test alert"
 
 
 class AlertRoute(models.Model):

@@ -80,6 +80,19 @@ def database_url(db: dict) -> str:
     return f"{scheme}://{credentials}{host}{port}/{quote(str(db['NAME']), safe='')}"
 
 
+def eventually(check, timeout: float = 5.0):
+    """Poll ``check()`` until it is truthy or ``timeout`` passes; its last value.
+
+    runsip re-reads credentials, soft parameters and bans every 0.5 s, and records
+    attempts after it has answered, so effects seen from the test are eventual."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
 # -- the SIP worker --------------------------------------------------------------------
 class ManagedProcess:
     """A server the tests start as a subprocess: output captured for assertion messages,

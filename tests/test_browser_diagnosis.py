@@ -24,6 +24,7 @@ from registrar.sip.protection import BanDecision
 from registrar.sip.reasons import Reason
 from tests import browser as web
 from tests import e2e
+from tests.e2e import eventually
 from tests.test_browser import ADMIN, chromium, log_in, page, row_text, stack, wait_for, wait_live  # noqa: F401
 
 _missing = web.missing_requirements()
@@ -36,16 +37,6 @@ pytestmark = [
 PASSWORD = "s3cret-diagnosis"
 SEED_3CX = "3cxphone_register_tcp.sip"
 UA_3CX = "3CXPhone 6.0.26523.0"
-
-
-def eventually(check, timeout=5.0):
-    """Poll ``check()`` until truthy; the SIP worker re-reads soft parameters every 0.5 s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 _branches = itertools.count(1)

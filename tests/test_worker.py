@@ -14,6 +14,7 @@ from django.conf import settings as django_settings
 from registrar import services
 from registrar.models import Binding
 from tests import e2e
+from tests.e2e import eventually
 
 PASSWORD = "worker-s3cret"
 
@@ -39,16 +40,6 @@ def runsip(transactional_db, settings):
 def register(runsip, user, password, **kwargs):
     with e2e.SipClient(("127.0.0.1", runsip.port)) as phone:
         return phone.register_with_digest(user, password, algorithm="SHA-256", **kwargs)[1]
-
-
-def eventually(check, timeout=3.0):
-    """Poll ``check()`` until truthy; the worker re-reads the database every 0.5 s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def test_an_extension_created_in_another_process_can_register_without_a_restart(runsip):
