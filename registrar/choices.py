@@ -12,6 +12,12 @@ class Transport(models.TextChoices):
     WSS = "wss", "WSS"
 
 
+class QualifyStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Not yet pinged"
+    REACHABLE = "reachable", "Reachable"
+    UNREACHABLE = "unreachable", "Unreachable"
+
+
 class AttemptOutcome(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     CHALLENGED = "challenged", "Challenged again"

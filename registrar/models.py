@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from registrar.choices import AlertEvent, AttemptOutcome, ParameterKind, ReasonCode, Transport
+from registrar.choices import AlertEvent, AttemptOutcome, ParameterKind, QualifyStatus, ReasonCode, Transport
 
 number_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
@@ -38,6 +38,10 @@ class Extension(models.Model):
     max_contacts = models.PositiveSmallIntegerField(
         default=5, validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="How many devices may be registered at once.")
+    may_watch = models.CharField(
+        max_length=1024, blank=True,
+        help_text="Other extensions whose registration state this one may subscribe to (reg event, RFC 3680): "
+                  "comma-separated numbers, or * for all. Its own is always allowed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -67,8 +71,17 @@ class Binding(models.Model):
     transport = models.CharField(max_length=8, choices=Transport.choices)
     user_agent = models.CharField(max_length=255, blank=True)
     path = models.TextField(blank=True, help_text="Path header values (RFC 3327), comma separated.")
+    flow = models.CharField(max_length=128, blank=True, db_index=True,
+                            help_text="The connection this binding lives on (RFC 5626 flow); when it closes the "
+                                      "binding ends. Empty when the binding outlives connections.")
     first_registered = models.DateTimeField()
     last_refreshed = models.DateTimeField()
+    # Qualify (OPTIONS pings from runsip): unknown until the first answer or miss.
+    qualify_status = models.CharField(max_length=12, choices=QualifyStatus.choices, default=QualifyStatus.UNKNOWN,
+                                      db_default=QualifyStatus.UNKNOWN)
+    rtt_ms = models.FloatField(null=True, blank=True, help_text="Round-trip time of the last answered OPTIONS.")
+    qualified_at = models.DateTimeField(null=True, blank=True)
+    qualify_misses = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["extension__number", "-q", "contact_uri"]
@@ -82,6 +95,40 @@ class Binding(models.Model):
     @property
     def is_live(self):
         return self.expires_at > timezone.now()
+
+
+class Subscription(models.Model):
+    """A reg-event subscription (RFC 3680): a dialog in which runsip NOTIFYs an AOR's state."""
+
+    watched = models.ForeignKey(Extension, on_delete=models.CASCADE, related_name="watchers",
+                                help_text="The extension whose registrations are watched.")
+    subscriber = models.CharField(max_length=64, help_text="The authenticated extension that subscribed.")
+    call_id = models.CharField(max_length=255)
+    remote_tag = models.CharField(max_length=128, help_text="The subscriber's From tag.")
+    local_tag = models.CharField(max_length=128, help_text="Our To tag.")
+    event_id = models.CharField(max_length=128, blank=True, help_text="The id parameter of the Event header.")
+    remote_target = models.CharField(max_length=1024, help_text="The subscriber's Contact URI.")
+    route_set = models.TextField(blank=True, help_text="Record-Route values, in the order NOTIFYs use them.")
+    remote_uri = models.CharField(max_length=1024, help_text="The subscriber's From URI (our NOTIFY's To).")
+    local_uri = models.CharField(max_length=1024, help_text="The watched AOR (our NOTIFY's From).")
+    remote_cseq = models.PositiveIntegerField()
+    local_cseq = models.PositiveIntegerField(default=0)
+    version = models.PositiveIntegerField(default=0, help_text="The reginfo version last sent.")
+    transport = models.CharField(max_length=8, choices=Transport.choices)
+    source_ip = models.GenericIPAddressField()
+    source_port = models.PositiveIntegerField()
+    flow = models.CharField(max_length=128, blank=True, help_text="The connection it came on, for TCP/TLS/WS.")
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["watched__number", "created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["call_id", "remote_tag", "local_tag"], name="one_subscription_per_dialog"),
+        ]
+
+    def __str__(self):
+        return f"{self.subscriber} watches {self.watched.number}"
 
 
 class SoftParameter(models.Model):

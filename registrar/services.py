@@ -4,6 +4,7 @@ The SIP worker, the REST API, web views, management commands and Celery tasks al
 call these functions, so every rule about a write (hashing passwords, validating soft
 parameters, the registrar rules applied inside one transaction) exists once.
 """
+import os
 import secrets
 import string
 from collections import Counter, defaultdict
@@ -86,12 +87,13 @@ def credentials_snapshot() -> dict[str, Credentials]:
     """Every extension's credentials, for the SIP worker's in-memory cache."""
     realm = settings.SIP_REALM
     snapshot = {}
-    for number, enabled, ext_realm, md5, sha256, sha512, max_contacts in Extension.objects.values_list(
-            "number", "enabled", "realm", "ha1_md5", "ha1_sha256", "ha1_sha512_256", "max_contacts"):
+    for number, enabled, ext_realm, md5, sha256, sha512, max_contacts, may_watch in Extension.objects.values_list(
+            "number", "enabled", "realm", "ha1_md5", "ha1_sha256", "ha1_sha512_256", "max_contacts", "may_watch"):
         # HA1 hashes are bound to the realm they were made in; after a realm change the
         # extension needs a new password, and until then no password can match.
         ha1 = {"MD5": md5, "SHA-256": sha256, "SHA-512-256": sha512} if ext_realm == realm else {}
-        snapshot[number] = Credentials(number, enabled, ha1, max_contacts)
+        watchable = frozenset(item.strip() for item in may_watch.split(",") if item.strip())
+        snapshot[number] = Credentials(number, enabled, ha1, max_contacts, watchable)
     return snapshot
 
 
@@ -179,7 +181,7 @@ def _count_in_hour(at: float, registrations: int = 0, failures: int = 0) -> None
 
 _UPSERT_COLUMNS = ("extension_id", "contact_uri", "contact_params", "q", "instance_id", "reg_id", "call_id", "cseq",
                    "expires_at", "last_refreshed", "source_ip", "source_port", "transport", "user_agent", "path",
-                   "first_registered")
+                   "flow", "first_registered")
 _UPSERT_SQL = (
     f"INSERT INTO {Binding._meta.db_table} ({', '.join(_UPSERT_COLUMNS)}) "
     f"VALUES ({', '.join(['%s'] * len(_UPSERT_COLUMNS))}) "
@@ -200,7 +202,8 @@ def _upsert_bindings(upserts, first_registered) -> None:
     rows = [
         (ext_id, state.contact_uri, state.contact_params, state.q, state.instance_id, state.reg_id, state.call_id,
          state.cseq, adapt(_from_epoch(state.expires_at)), adapt(_from_epoch(state.last_refreshed)),
-         origin.source_ip, origin.source_port, origin.transport, origin.user_agent, origin.path, registered)
+         origin.source_ip, origin.source_port, origin.transport, origin.user_agent, origin.path, origin.flow,
+         registered)
         for (ext_id, _), (state, origin) in upserts.items()
     ]
     with connection.cursor() as cursor:
@@ -212,6 +215,51 @@ def remove_binding(binding: Binding) -> None:
     removed = events.binding_removed(binding)
     binding.delete()
     transaction.on_commit(lambda: live.publish([removed]))
+
+
+def end_flows(flows) -> list:
+    """Connections closed: the bindings that lived on them end now (RFC 5626 flow failure).
+
+    Returns the live events describing the removals, already scheduled to go out after
+    commit, so a caller on an event loop can also use them."""
+    flows = [flow for flow in flows if flow]
+    if not flows:
+        return []
+    with transaction.atomic():
+        ended = list(Binding.objects.filter(flow__in=flows).select_related("extension"))
+        removed = [events.binding_removed(binding) for binding in ended]
+        Binding.objects.filter(pk__in=[binding.pk for binding in ended]).delete()
+        if removed:
+            transaction.on_commit(lambda: live.publish(removed))
+    return removed
+
+
+def end_orphaned_flows(hostname: str, alive=None) -> int:
+    """Bindings on connections of processes of this host that no longer run (a crash or
+    restart closed their connections without telling us). Flows are named
+    "HOST:PID:..." by :func:`flow_name`."""
+    alive = alive or _process_alive
+    prefix = f"{hostname}:"
+    dead = set()
+    for flow in Binding.objects.filter(flow__startswith=prefix).values_list("flow", flat=True).distinct():
+        pid = flow[len(prefix):].split(":", 1)[0]
+        if not pid.isdigit() or not alive(int(pid)):
+            dead.add(flow)
+    return len(end_flows(dead))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def flow_name(hostname: str, pid: int, transport: str, serial) -> str:
+    return f"{hostname}:{pid}:{transport}:{serial}"
 
 
 def purge_expired_bindings(now: datetime | None = None) -> int:

@@ -42,6 +42,18 @@ CATALOGUE = (
     ParameterSpec(104, "digest_algorithms", ParameterKind.LIST, ["SHA-256", "MD5"],
                   "Digest algorithms offered in a 401 challenge, in order of preference (one WWW-Authenticate "
                   "each). Known: SHA-256, MD5, SHA-512-256.", choices=ALGORITHM_CHOICES),
+    ParameterSpec(105, "options_require_auth", ParameterKind.BOOLEAN, False,
+                  "Whether an OPTIONS to the registrar must authenticate (digest challenge) before it gets 200."),
+    ParameterSpec(106, "qualify_interval", ParameterKind.INTEGER, 30,
+                  "How often runsip pings each registered contact with OPTIONS, in seconds (0 = never).", 0, 3600),
+    ParameterSpec(107, "qualify_max_misses", ParameterKind.INTEGER, 3,
+                  "Unanswered pings in a row after which a contact is marked unreachable.", 1, 100),
+    ParameterSpec(108, "flow_timer", ParameterKind.INTEGER, 120,
+                  "Flow-Timer sent in the 200 OK of an outbound registration (RFC 5626): the phone sends a "
+                  "keep-alive at least this often, in seconds.", 10, 3600),
+    ParameterSpec(109, "subscribe_max_expires", ParameterKind.INTEGER, 3600,
+                  "Longest reg-event subscription granted, in seconds; longer requests are shortened to it.",
+                  60, 86400),
     ParameterSpec(286, "third_party_ua_inspection", ParameterKind.BOOLEAN, False,
                   "Third-party User-Agent inspection: when on, a REGISTER whose User-Agent matches none of the "
                   "accepted patterns (parameter 287) is refused with 403 Forbidden without a challenge."),
@@ -164,4 +176,9 @@ def policy_from_values(values: dict) -> Policy:
         allowed_networks=tuple(get("ban_allowed_networks")),
         trace_extensions=frozenset(get("trace_extensions")),
         trace_sources=frozenset(get("trace_sources")),
+        options_require_auth=bool(get("options_require_auth")),
+        qualify_interval=get("qualify_interval"),
+        qualify_max_misses=get("qualify_max_misses"),
+        flow_timer=get("flow_timer"),
+        subscribe_max_expires=get("subscribe_max_expires"),
     )

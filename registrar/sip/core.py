@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Callable, Mapping
 
-from registrar.sip import digest
+from registrar.sip import client, digest
 from registrar.sip.errors import SipError
 from registrar.sip.message import Request, check_request, parse_message
 from registrar.sip.policy import Policy
@@ -32,6 +32,7 @@ from registrar.sip.registrar import (
 from registrar.sip.transactions import ServerTransactions, transaction_key
 
 ALLOWED_METHODS = "REGISTER, OPTIONS"
+ACCEPTED_BODIES = "application/sdp"
 SUPPORTED_OPTIONS = frozenset({"path"})
 SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
 SERVER_NAME = "Regis"
@@ -46,6 +47,8 @@ class Source:
     ip: str
     port: int
     connection: object = None
+    # The connection's name (RFC 5626 flow token) on TCP, TLS and websockets; "" on UDP.
+    flow: str = ""
 
     @property
     def reliable(self):
@@ -58,6 +61,8 @@ class Credentials:
     enabled: bool
     ha1: Mapping[str, str]
     max_contacts: int
+    # Other AORs this extension may watch with a reg-event subscription ("*" = all).
+    may_watch: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class Origin:
     transport: str
     user_agent: str
     path: str
+    # Set when the bindings must end with the connection: always on websockets (nobody can
+    # connect back to a browser), and for outbound registrations (reg-id) on any stream.
+    flow: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ class RegistrarCore:
         self._credentials = credentials
         self._tag_key = hashlib.sha256(b"to-tag" + secret).digest()
         self._transactions = ServerTransactions()
+        self._clients = client.ClientTransactions()
         self._pending: dict[int, _Pending] = {}
         self._tickets = itertools.count(1)
         self._nonce_counter = itertools.count(1)
@@ -176,7 +185,8 @@ class RegistrarCore:
         except SipError as error:
             return self._answer_unparsable(error, source)
         if not isinstance(message, Request):
-            return []  # we send no requests yet, so no response is ours
+            answered = self._clients.response(message, now)
+            return [answered] if answered is not None else []
         return self.receive_request(message, source, now, raw=data)
 
     def receive_request(self, request: Request, source: Source, now: float, raw: bytes | None = None) -> list:
@@ -213,9 +223,7 @@ class RegistrarCore:
             if request.method == "REGISTER":
                 return self._register(request, source, key, now)
             if request.method == "OPTIONS":
-                return self._finish(key, request, source, now, 200, "OK",
-                                    (("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"),
-                                     ("Supported", SUPPORTED)))
+                return self._options(request, source, key, now)
             if request.method == "CANCEL":
                 return self._finish(key, request, source, now, 481, "Call/Transaction Does Not Exist")
             return self._finish(key, request, source, now, 405, "Method Not Allowed",
@@ -234,46 +242,86 @@ class RegistrarCore:
             return self._reject(key, request, source, now, 403, "Forbidden", Reason.UA_POLICY, "",
                                 f"User-Agent {user_agent!r} matches no accepted pattern")
         register = interpret_register(request, policy)
+        extension, auth_username, refusal = self._authenticate(key, request, source, now)
+        if refusal is not None:
+            return refusal
+        if auth_username != register.user:
+            return self._reject(key, request, source, now, 403, "Forbidden", Reason.AUTH_USER_MISMATCH,
+                                auth_username, f"authenticated as {auth_username!r}, registering {register.user!r}")
+        ticket = next(self._tickets)
+        self._pending[ticket] = _Pending(request, source, key, auth_username, now)
+        tied_to_flow = source.flow and (source.transport in ("ws", "wss")
+                                        or any(contact.reg_id is not None for contact in register.contacts))
+        origin = Origin(source.ip, source.port, source.transport, user_agent[:255],
+                        ", ".join(request.headers.get_all("Path")), source.flow if tied_to_flow else "")
+        return [StoreRegistration(ticket, register, origin, extension.max_contacts, policy)]
+
+    # -- authentication (every method that needs it) -------------------------------------
+    def _authenticate(self, key, request: Request, source: Source, now: float):
+        """Digest authentication of any request: (credentials, username, None) when it passes,
+        (None, username, actions) when the answer is a challenge or a refusal, recorded."""
         authorization = self._pick_authorization(request)
         if authorization is None:
-            return self._challenge(key, request, source, now)
+            return None, "", self._challenge(key, request, source, now)
         try:
             credentials = digest.parse_authorization(authorization)
         except digest.MalformedCredentials as error:
-            return self._reject(key, request, source, now, 400, "Malformed Authorization Header",
-                                Reason.MALFORMED_CREDENTIALS, "", str(error)[:200])
+            return None, "", self._reject(key, request, source, now, 400, "Malformed Authorization Header",
+                                          Reason.MALFORMED_CREDENTIALS, "", str(error)[:200])
         extension = self._credentials(credentials.username)
         usable = extension is not None and extension.enabled
         verification = digest.verify(
             credentials, method=request.method, ha1_by_algorithm=extension.ha1 if usable else None,
-            realm=self.realm, offered_algorithms=policy.digest_algorithms, nonces=self._nonces,
+            realm=self.realm, offered_algorithms=self.policy.digest_algorithms, nonces=self._nonces,
             nc_tracker=self._nc_tracker, now=now,
         )
         verdict = verification.verdict
-        if verdict is not digest.Verdict.OK:
-            reason = _VERDICT_REASONS[verdict]
-            if reason is Reason.WRONG_PASSWORD and extension is None:
-                reason = Reason.UNKNOWN_USER
-            elif reason is Reason.WRONG_PASSWORD and not extension.enabled:
-                reason = Reason.DISABLED_EXTENSION
-            stale = verdict is digest.Verdict.STALE_NONCE
-            self_actions = self._challenge(key, request, source, now, stale=stale)
-            detail = {Reason.UNKNOWN_USER: f"no extension {credentials.username!r}",
-                      Reason.DISABLED_EXTENSION: f"extension {credentials.username!r} is disabled"}.get(
-                reason, verification.detail)
-            if credentials.uri != request.uri.raw:
-                detail += f"; digest uri {credentials.uri!r} differs from the Request-URI {request.uri.raw!r}"
-            attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username, detail)
-            return [*self._recorded(attempt), *self_actions]
-        if credentials.username != register.user:
-            return self._reject(key, request, source, now, 403, "Forbidden", Reason.AUTH_USER_MISMATCH,
-                                credentials.username,
-                                f"authenticated as {credentials.username!r}, registering {register.user!r}")
-        ticket = next(self._tickets)
-        self._pending[ticket] = _Pending(request, source, key, credentials.username, now)
-        origin = Origin(source.ip, source.port, source.transport, user_agent[:255],
-                        ", ".join(request.headers.get_all("Path")))
-        return [StoreRegistration(ticket, register, origin, extension.max_contacts, policy)]
+        if verdict is digest.Verdict.OK:
+            return extension, credentials.username, None
+        reason = _VERDICT_REASONS[verdict]
+        if reason is Reason.WRONG_PASSWORD and extension is None:
+            reason = Reason.UNKNOWN_USER
+        elif reason is Reason.WRONG_PASSWORD and not extension.enabled:
+            reason = Reason.DISABLED_EXTENSION
+        challenge = self._challenge(key, request, source, now, stale=verdict is digest.Verdict.STALE_NONCE)
+        detail = {Reason.UNKNOWN_USER: f"no extension {credentials.username!r}",
+                  Reason.DISABLED_EXTENSION: f"extension {credentials.username!r} is disabled"}.get(
+            reason, verification.detail)
+        if credentials.uri != request.uri.raw:
+            detail += f"; digest uri {credentials.uri!r} differs from the Request-URI {request.uri.raw!r}"
+        attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username, detail)
+        return None, credentials.username, [*self._recorded(attempt), *challenge]
+
+    # -- OPTIONS ---------------------------------------------------------------------
+    def _options(self, request: Request, source: Source, key, now: float) -> list:
+        if self.policy.options_require_auth:
+            _, _, refusal = self._authenticate(key, request, source, now)
+            if refusal is not None:
+                return refusal
+        return self._finish(key, request, source, now, 200, "OK",
+                            (("Allow", ALLOWED_METHODS), ("Accept", ACCEPTED_BODIES), ("Supported", SUPPORTED)))
+
+    # -- requests we send (qualify pings, NOTIFYs) -------------------------------------
+    def send_request(self, *, data: bytes, destination: Source, branch: str, method: str, context,
+                     now: float) -> list:
+        """Send a request of ours in a client transaction; its answer or timeout comes back
+        as an :class:`~registrar.sip.client.Answered` / :class:`~registrar.sip.client.TimedOut`
+        action, carrying ``context``."""
+        first = self._clients.start(branch=branch, method=method, data=data, destination=destination,
+                                    context=context, now=now, reliable=destination.reliable)
+        return [SendMessage(first.data, first.destination)]
+
+    def tick(self, now: float) -> list:
+        """Client-transaction timers: retransmissions and give-ups that are due."""
+        return [SendMessage(item.data, item.destination) if isinstance(item, client.Resend) else item
+                for item in self._clients.tick(now)]
+
+    def next_deadline(self) -> float | None:
+        return self._clients.next_deadline()
+
+    def connection_lost(self, connection) -> list:
+        """A stream closed: requests we sent on it will get no answer."""
+        return self._clients.fail_destination(Source("tcp", "", 0, connection))
 
     def registration_stored(self, ticket: int, outcome: RegisterOutcome, now: float) -> list:
         pending = self._pending.get(ticket)

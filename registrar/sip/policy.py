@@ -32,3 +32,10 @@ class Policy:
     # SIP trace: every message in and out for these extensions / source addresses.
     trace_extensions: frozenset = frozenset()
     trace_sources: frozenset = frozenset()
+    options_require_auth: bool = False
+    # Qualify: OPTIONS to each contact every qualify_interval seconds (0 = off).
+    qualify_interval: int = 30
+    qualify_max_misses: int = 3
+    # RFC 5626 Flow-Timer for outbound registrations, seconds.
+    flow_timer: int = 120
+    subscribe_max_expires: int = 3600

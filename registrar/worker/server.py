@@ -11,6 +11,7 @@ load many REGISTERs share one transaction, and each is answered when its batch h
 committed — a 200 OK always means the binding is durable.
 """
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from django.db import close_old_connections, connections
 
 from registrar import events, live, services
 from registrar.metrics import WorkerCounters
+from registrar.sip.client import Answered, TimedOut
 from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
                                 TraceMessage)
 from registrar.sip.errors import SipError
@@ -93,6 +95,8 @@ class _TcpConnection(asyncio.Protocol):
     complete within TCP_MESSAGE_TIMEOUT, an idle flow closes after TCP_IDLE_TIMEOUT, and
     the worker caps connections in all and per source address."""
 
+    transport_name = "tcp"
+
     def __init__(self, worker):
         self.worker = worker
         self.framer = StreamFramer()
@@ -104,7 +108,7 @@ class _TcpConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         ip, port = transport.get_extra_info("peername")[:2]
-        self.source = Source("tcp", ip, port, self)
+        self.source = Source(self.transport_name, ip, port, self, self.worker.new_flow_name(self.transport_name))
         if not self.worker.accept_connection(self):
             transport.abort()
             return
@@ -229,6 +233,11 @@ class SipWorker:
         self.stats = {"received": 0, "errors": 0, "batches": 0, "stored": 0}
         self.counters = WorkerCounters()
         self.started_at = time.time()
+        self.hostname = socket.gethostname()
+        self._flow_serial = itertools.count(1)
+        self._ended_flows = []
+        self._ending_flows = False
+        self._ticker = None
 
     def _lookup_credentials(self, user):
         return self.credentials.get(user)
@@ -243,7 +252,15 @@ class SipWorker:
         self.connections_per_source[ip] = self.connections_per_source.get(ip, 0) + 1
         return True
 
+    def new_flow_name(self, transport: str) -> str:
+        return services.flow_name(self.hostname, os.getpid(), transport, next(self._flow_serial))
+
     def connection_closed(self, connection) -> None:
+        if connection.source is not None:
+            self._perform(self.core.connection_lost(connection))
+            self._ended_flows.append(connection.source.flow)
+            if not self._ending_flows:
+                self._start_ending_flows()
         if connection in self.connections:
             self.connections.discard(connection)
             ip = connection.source.ip
@@ -281,10 +298,55 @@ class SipWorker:
                 self._ban_queue.append(action.ban)
             elif isinstance(action, TraceMessage):
                 self._trace_queue.append(action)
+            elif isinstance(action, Answered):
+                action.context.answered(self, action)
+            elif isinstance(action, TimedOut):
+                action.context.timed_out(self)
         if self._store_queue and not self._storing:
             self._start_store_batch()
         if (self._attempt_queue or self._trace_queue) and not self._recording:
             self._start_attempt_flush()
+
+    # -- requests we send: client-transaction timers ----------------------------------------
+    def send_request(self, *, data: bytes, destination: Source, branch: str, method: str, context) -> None:
+        """Send a request of ours; ``context.answered(worker, Answered)`` or
+        ``context.timed_out(worker)`` is called on the loop when it ends."""
+        self._perform(self.core.send_request(data=data, destination=destination, branch=branch, method=method,
+                                             context=context, now=time.time()))
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        delay = max(0.0, deadline - time.time())
+        if self._ticker is not None and self._ticker.when() <= self.loop.time() + delay:
+            return
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._ticker = self.loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        try:
+            self._perform(self.core.tick(time.time()))
+        except Exception:
+            log.exception("client transaction timers failed")
+        self._schedule_tick()
+
+    # -- connections that close end their flows' bindings ---------------------------------
+    def _start_ending_flows(self) -> None:
+        flows, self._ended_flows = self._ended_flows, []
+        self._ending_flows = True
+        future = self.loop.run_in_executor(self.db, _db_job, services.end_flows, flows)
+        future.add_done_callback(self._flows_ended)
+
+    def _flows_ended(self, future) -> None:
+        self._ending_flows = False
+        if future.exception() is not None:
+            log.error("ending the bindings of closed connections failed: %r", future.exception())
+        if self._ended_flows:
+            self._start_ending_flows()
 
     def _start_store_batch(self) -> None:
         batch = self._store_queue[: self.commit_batch]
@@ -377,6 +439,9 @@ class SipWorker:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.refresh_caches()
+        ended = await self.loop.run_in_executor(self.db, _db_job, services.end_orphaned_flows, self.hostname)
+        if ended:
+            log.info("ended %d bindings whose connections closed with an earlier process", ended)
         for listener in self.listeners:
             if listener.transport == "udp":
                 transport, _ = await self.loop.create_datagram_endpoint(
@@ -402,7 +467,8 @@ class SipWorker:
         for connection in list(self.connections):
             connection.close()
         deadline = time.monotonic() + 5
-        while (self._storing or self._recording or self._store_queue) and time.monotonic() < deadline:
+        while ((self._storing or self._recording or self._store_queue or self._ending_flows or self._ended_flows)
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
         try:
             await self.loop.run_in_executor(self.db, _db_job, services.forget_worker_status, socket.gethostname(),
