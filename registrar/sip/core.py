@@ -33,7 +33,7 @@ from registrar.sip.transactions import ServerTransactions, transaction_key
 
 ALLOWED_METHODS = "REGISTER, OPTIONS"
 ACCEPTED_BODIES = "application/sdp"
-SUPPORTED_OPTIONS = frozenset({"path"})
+SUPPORTED_OPTIONS = frozenset({"path", "outbound", "gruu"})
 SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
 SERVER_NAME = "Regis"
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss"})
@@ -137,6 +137,7 @@ class _Pending:
     key: tuple
     auth_username: str
     started: float = field(default=0.0)
+    register: RegisterRequest | None = None
 
 
 class RegistrarCore:
@@ -147,6 +148,7 @@ class RegistrarCore:
         self._secret = secret
         self._credentials = credentials
         self._tag_key = hashlib.sha256(b"to-tag" + secret).digest()
+        self._gruu_key = hashlib.sha256(b"temp-gruu" + secret).digest()
         self._transactions = ServerTransactions()
         self._clients = client.ClientTransactions()
         self._pending: dict[int, _Pending] = {}
@@ -249,7 +251,7 @@ class RegistrarCore:
             return self._reject(key, request, source, now, 403, "Forbidden", Reason.AUTH_USER_MISMATCH,
                                 auth_username, f"authenticated as {auth_username!r}, registering {register.user!r}")
         ticket = next(self._tickets)
-        self._pending[ticket] = _Pending(request, source, key, auth_username, now)
+        self._pending[ticket] = _Pending(request, source, key, auth_username, now, register)
         tied_to_flow = source.flow and (source.transport in ("ws", "wss")
                                         or any(contact.reg_id is not None for contact in register.contacts))
         origin = Origin(source.ip, source.port, source.transport, user_agent[:255],
@@ -338,15 +340,27 @@ class RegistrarCore:
             return []
         request, source = pending.request, pending.source
         if outcome.ok:
-            headers = [("Contact", value) for value in contact_header_values(outcome.bindings, now)]
-            headers.append(("Date", formatdate(now, usegmt=True)))
-            return self._finish(pending.key, request, source, now, 200, "OK", headers)
+            return self._finish(pending.key, request, source, now, 200, "OK",
+                                self._register_ok_headers(request, pending.register, outcome, now))
         actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase, outcome.headers)
         if outcome.reason is not None:
             attempt = self._attempt(request, source, now, "rejected", outcome.reason, outcome.status,
                                     pending.auth_username, outcome.detail)
             actions[:0] = self._recorded(attempt)
         return actions
+
+    def _register_ok_headers(self, request, register, outcome, now):
+        gruu_key = self._gruu_key if register is not None and register.gruu else None
+        headers = [("Contact", value) for value in
+                   contact_header_values(outcome.bindings, now, aor=request.to.uri.address_of_record(),
+                                         gruu_key=gruu_key)]
+        if register is not None:
+            headers.extend(("Path", value) for value in register.path)
+            if register.outbound:
+                headers.append(("Require", "outbound"))
+                headers.append(("Flow-Timer", str(self.policy.flow_timer)))
+        headers.append(("Date", formatdate(now, usegmt=True)))
+        return headers
 
     def registration_failed(self, ticket: int, now: float) -> list:
         """The database could not store the binding: tell the phone to retry shortly."""

@@ -15,7 +15,19 @@ Decisions the RFC leaves to us:
   than the limit is refused with 403 "Too Many Contacts".
 - A REGISTER whose CSeq is not newer than the one stored for the same Call-ID and
   contact is refused with 400 "Invalid CSeq Number", as Kamailio does.
+
+Extensions a phone asks for with Supported (the answer's headers are built by the core):
+- outbound (RFC 5626 §6): a Contact with +sip.instance and reg-id is one flow; a new
+  flow for the same pair replaces the old. reg-id without +sip.instance is ignored; two
+  Contacts with reg-id in one REGISTER get 400; behind an edge proxy whose Path lacks
+  the "ob" parameter, 439 First Hop Lacks Outbound Support. The 200 carries
+  Require: outbound and Flow-Timer.
+- path (RFC 3327): Path is stored with the binding always, and echoed in the 200 only
+  to a phone that said Supported: path (the lenient reading Kamailio and OpenSIPS take).
+- gruu (RFC 5627 §5.3): each Contact with +sip.instance gets pub-gruu and temp-gruu.
 """
+import base64
+import hashlib
 from dataclasses import dataclass
 
 from registrar.sip.errors import SipError
@@ -58,6 +70,10 @@ class RegisterRequest:
     cseq: int
     star: bool
     contacts: tuple[ContactRequest, ...]
+    # What the phone asked for with Supported, as far as this REGISTER can use it.
+    outbound: bool = False
+    gruu: bool = False
+    path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,7 @@ def interpret_register(request: Request, policy: Policy) -> RegisterRequest:
         if header_expires != 0:
             raise SipError(400, "Contact: * Requires Expires: 0")
         return RegisterRequest(user, request.call_id, cseq, True, ())
+    supported = {tag.lower() for tag in request.headers.get_all("Supported")}
     contacts = []
     for contact in request.contacts:
         expires_param = contact.param("expires")
@@ -122,18 +139,35 @@ def interpret_register(request: Request, policy: Policy) -> RegisterRequest:
         else:
             expires = policy.default_expires
         q_text = contact.param("q")
-        reg_id_text = contact.param("reg-id")
+        instance_id = contact.param("+sip.instance") or ""
+        # RFC 5626 §6: without an instance a reg-id means nothing.
+        reg_id_text = contact.param("reg-id") if instance_id else None
         contacts.append(
             ContactRequest(
                 uri=str(contact.uri),
                 params=_param_text(p for p in contact.params if p[0] not in _PARAMS_KEPT_APART),
                 q=_parse_q(q_text) if q_text is not None else None,
-                instance_id=contact.param("+sip.instance") or "",
+                instance_id=instance_id,
                 reg_id=_parse_delta(reg_id_text, "reg-id") if reg_id_text is not None else None,
                 expires=expires,
             )
         )
-    return RegisterRequest(user, request.call_id, cseq, False, tuple(contacts))
+    flows = [contact for contact in contacts if contact.reg_id is not None]
+    if len(flows) > 1:
+        raise SipError(400, "More Than One Contact With reg-id")
+    paths = tuple(request.headers.get_all("Path"))
+    outbound = bool(flows) and "outbound" in supported
+    if outbound and paths and not _has_ob(paths[0]):
+        raise SipError(439, "First Hop Lacks Outbound Support")
+    return RegisterRequest(user, request.call_id, cseq, False, tuple(contacts), outbound=outbound,
+                           gruu="gruu" in supported, path=paths if "path" in supported else ())
+
+
+def _has_ob(path_value: str) -> bool:
+    uri = path_value.strip()
+    if "<" in uri:
+        uri = uri[uri.index("<") + 1:uri.rindex(">")] if ">" in uri else uri
+    return any(param.split("=", 1)[0].strip().lower() == "ob" for param in uri.split(";")[1:])
 
 
 def _refuse(status, phrase, reason, headers=(), detail=""):
@@ -207,8 +241,27 @@ def apply_register(current, register: RegisterRequest, now: float, policy: Polic
                            bindings=tuple(sorted(live.values(), key=lambda b: (-(b.q or 0), b.contact_uri))))
 
 
-def contact_header_values(bindings, now: float) -> list[str]:
-    """The Contact values of a 200 OK: every current binding with its remaining expiry."""
+def instance_urn(instance_id: str) -> str:
+    """'"<urn:uuid:...>"' as phones send +sip.instance → 'urn:uuid:...'."""
+    return instance_id.strip().strip('"').strip().lstrip("<").rstrip(">")
+
+
+def gruus(aor: str, binding: BindingState, key: bytes) -> tuple[str, str]:
+    """(pub-gruu, temp-gruu) of an instance's binding (RFC 5627 §3.2, §5.3).
+
+    The public GRUU is the AOR with gr=<instance>. The temporary one must not reveal the
+    AOR and must change when the phone registers with a new Call-ID; a keyed hash of
+    (AOR, instance, Call-ID) does both without storing anything."""
+    user, _, domain = aor.partition(":")[2].rpartition("@")
+    urn = instance_urn(binding.instance_id)
+    digest = hashlib.blake2b(f"{aor}\x00{urn}\x00{binding.call_id}".encode(), key=key[:32], digest_size=15).digest()
+    token = base64.b32encode(digest).decode().lower()
+    return f"{aor};gr={urn}", f"sip:tgruu.{token}@{domain};gr"
+
+
+def contact_header_values(bindings, now: float, *, aor: str = "", gruu_key: bytes | None = None) -> list[str]:
+    """The Contact values of a 200 OK: every current binding with its remaining expiry,
+    and GRUUs for instances when ``gruu_key`` is given."""
     values = []
     for binding in bindings:
         remaining = max(0, int(binding.expires_at - now + 0.5))
@@ -219,6 +272,9 @@ def contact_header_values(bindings, now: float) -> list[str]:
             params += f";+sip.instance={binding.instance_id}"
         if binding.reg_id is not None:
             params += f";reg-id={binding.reg_id}"
+        if gruu_key is not None and binding.instance_id:
+            public, temporary = gruus(aor, binding, gruu_key)
+            params += f';pub-gruu="{public}";temp-gruu="{temporary}"'
         values.append(f"<{binding.contact_uri}>{params};expires={remaining}")
     return values
 
