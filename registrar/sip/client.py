@@ -128,7 +128,8 @@ class ClientTransactions:
             due.append(Resend(transaction.data, transaction.destination))
             if not transaction.proceeding:
                 transaction.interval = min(transaction.interval * 2, self.t2)
-            transaction.next_resend = now + transaction.interval
+            # From when it was due, not when the adapter got round to it: no drift.
+            transaction.next_resend = max(transaction.next_resend + transaction.interval, now)
             heapq.heappush(self._timers, (min(transaction.next_resend, transaction.deadline),
                                           next(self._order), branch))
         return due
