@@ -411,3 +411,94 @@ class WorkerStatus(models.Model):
 
     def __str__(self):
         return f"runsip {self.hostname}:{self.pid}"
+
+
+# -- outbound trunks: Regis registering to upstream servers (registrar.trunks owns the writes) --------
+class Trunk(models.Model):
+    """A remote registration runsip keeps alive, like a row of Kamailio's uacreg table."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="A short name: letters, digits, '-' or '_'.")
+    registrar_uri = models.CharField(
+        max_length=255, help_text="Where to register: sip:host[:port][;transport=udp|tcp|tls] or sips:host[:port].")
+    aor_user = models.CharField(max_length=64, help_text="The user part of the address registered (From/To).")
+    aor_domain = models.CharField(max_length=255, blank=True,
+                                  help_text="The domain of the address registered; empty = the registrar's host.")
+    auth_username = models.CharField(max_length=128, blank=True,
+                                     help_text="The digest username; empty = the AOR user.")
+    # Encrypted with a key derived from SECRET_KEY (registrar.crypto): digest needs the
+    # password itself, because the realm and algorithm are only known from the challenge.
+    password_encrypted = models.TextField(editable=False)
+    expected_realm = models.CharField(max_length=255, blank=True,
+                                      help_text="When set, a challenge for any other realm is refused.")
+    expires = models.PositiveIntegerField(default=3600, validators=[MinValueValidator(60), MaxValueValidator(86400)],
+                                          help_text="Registration interval asked for, in seconds.")
+    outbound_proxy = models.CharField(max_length=255, blank=True,
+                                      help_text="Send the REGISTERs here instead (sip:host[:port][;transport=...]).")
+    contact_user = models.CharField(max_length=64, blank=True, help_text="User part of our Contact; empty = AOR user.")
+    enabled = models.BooleanField(default=True)
+    register_now_at = models.DateTimeField(null=True, blank=True, editable=False,
+                                           help_text="When an admin last asked for an immediate re-registration.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class TrunkState(models.TextChoices):
+    DISABLED = "disabled", "Disabled"
+    REGISTERING = "registering", "Registering"
+    REGISTERED = "registered", "Registered"
+    FAILED = "failed", "Failed"
+
+
+class TrunkCause(models.TextChoices):
+    NONE = "", "—"
+    BAD_CREDENTIALS = "bad_credentials", "Bad credentials: the server challenged our answer again"
+    FORBIDDEN = "forbidden", "Forbidden by the server"
+    REALM_MISMATCH = "realm_mismatch", "The server's realm differs from the expected one"
+    TIMEOUT = "timeout", "No answer from the server"
+    TRANSPORT = "transport", "DNS or transport error"
+    INTERVAL_TOO_BRIEF = "interval_too_brief", "Interval too brief, and the server's minimum is over our limit"
+    UNSUPPORTED_CHALLENGE = "unsupported_challenge", "The server asked for a digest we cannot answer"
+    SERVER_ERROR = "server_error", "The server failed (5xx)"
+    REJECTED = "rejected", "Refused by the server"
+    UNREADABLE_PASSWORD = "unreadable_password", "The stored password cannot be decrypted (SECRET_KEY changed?)"
+
+
+class TrunkStatus(models.Model):
+    """What runsip last knew about a trunk's registration (one row per trunk)."""
+
+    trunk = models.OneToOneField(Trunk, on_delete=models.CASCADE, related_name="status", primary_key=True)
+    state = models.CharField(max_length=12, choices=TrunkState.choices, default=TrunkState.REGISTERING)
+    registered_until = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Last SIP status received.")
+    last_phrase = models.CharField(max_length=128, blank=True)
+    cause = models.CharField(max_length=24, choices=TrunkCause.choices, blank=True, default="")
+    detail = models.CharField(max_length=255, blank=True, help_text="The cause in words, for the admin.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.trunk_id}: {self.state}"
+
+
+class TrunkAttempt(models.Model):
+    """One finished REGISTER exchange of a trunk (the recent history; old rows are pruned)."""
+
+    trunk = models.ForeignKey(Trunk, on_delete=models.CASCADE, related_name="attempts")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="SIP status, empty on a timeout.")
+    phrase = models.CharField(max_length=128, blank=True)
+    cause = models.CharField(max_length=24, choices=TrunkCause.choices, blank=True, default="")
+    detail = models.CharField(max_length=255, blank=True)
+    expires = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds granted, on success.")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.trunk_id} {self.status or 'timeout'} {self.at:%H:%M:%S}"
