@@ -248,3 +248,13 @@ def test_retry_after_is_followed(processes, tmp_path):
     wait = (failed.next_attempt_at - failed.updated_at).total_seconds()
     assert 599 <= wait <= 601
     assert sipp.finish() == 0, sipp.log()
+
+
+def test_trunk_over_tcp_keeps_its_connection(processes, upstream_database):
+    upstream = processes(f"sqlite:///{upstream_database}")
+    trunk = make_trunk(f"sip:127.0.0.1:{upstream.port};transport=tcp", name="over-tcp", contact_user="tcp-trunk")
+    local = processes()
+    assert eventually(lambda: state_is(trunk, "registered"), timeout=10), status(trunk)
+    assert (f"sip:tcp-trunk@127.0.0.1:{local.port};transport=tcp",) in upstream_bindings(upstream_database)
+    # Refreshes (every 5 s or so) reuse the connection and keep succeeding.
+    assert eventually(lambda: TrunkAttempt.objects.filter(trunk=trunk, status=200).count() >= 2, timeout=15)
