@@ -39,3 +39,9 @@ def test_the_commands_exist():
     assert "runsip" in commands and "healthcheck" in commands
     assert COMPOSE["services"]["sip"]["command"][:3] == ["python", "manage.py", "runsip"]
     assert COMPOSE["services"]["celery-beat"]["command"][:3] == ["celery", "-A", "pbx"]
+
+
+def test_sip_service_listens_on_tls_and_publishes_it():
+    sip = COMPOSE["services"]["sip"]
+    assert "tls:0.0.0.0:5061" in sip["command"]
+    assert "5061:5061/tcp" in sip["ports"]
