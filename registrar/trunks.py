@@ -80,6 +80,8 @@ def delete_trunk(trunk: Trunk) -> None:
 
 def request_register_now(trunk: Trunk) -> None:
     """Ask runsip to register this trunk again at once (it polls the trunks' version)."""
+    if not trunk.enabled:
+        raise ValidationError({"enabled": f"Trunk {trunk.name} is disabled: enable it to register it."})
     Trunk.objects.filter(pk=trunk.pk).update(register_now_at=timezone.now())
     trunk.refresh_from_db(fields=["register_now_at"])
 
@@ -150,6 +152,6 @@ def _report_event(report: TrunkReport) -> dict:
 
 
 def trunk_event(trunk: Trunk) -> dict:
-    status = getattr(trunk, "status", None)
+    status = TrunkStatus.objects.filter(trunk_id=trunk.pk).first()  # fresh: the instance may hold an old one
     return {"type": "trunk", "action": "changed", "id": trunk.pk, "name": trunk.name, "enabled": trunk.enabled,
             "state": status.state if status else (TrunkState.REGISTERING if trunk.enabled else TrunkState.DISABLED)}
