@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "oauth2_provider",
     "registrar",
     "webui",
 ]
@@ -180,6 +181,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Extensions and trunks both have a "state", with different choices: a name for each.
+    "ENUM_NAME_OVERRIDES": {"StateEnum": ["online", "failing", "offline"],
+                            "TrunkStateEnum": "registrar.models.TrunkState"},
 }
 
 LOGIN_URL = "/login/"
@@ -190,7 +194,7 @@ LOGOUT_REDIRECT_URL = "/login/"
 # The domain phones register to; it is also the digest realm, so HA1 hashes are per domain.
 SIP_DOMAIN = env("SIP_DOMAIN", "regis.local")
 SIP_REALM = env("SIP_REALM", SIP_DOMAIN)
-SIP_LISTEN = envlist("SIP_LISTEN", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060")
+SIP_LISTEN = envlist("SIP_LISTEN", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060,tls:0.0.0.0:5061")
 # Other names and addresses the Request-URI of a REGISTER may carry for this registrar.
 SIP_ALIASES = envlist("SIP_ALIASES", "")
 # Group commit: how many REGISTERs at most share one database transaction.
@@ -200,6 +204,20 @@ SIP_COMMIT_BATCH = envint("SIP_COMMIT_BATCH", 500)
 SIP_TCP_MESSAGE_TIMEOUT = envint("SIP_TCP_MESSAGE_TIMEOUT", 10)
 SIP_TCP_IDLE_TIMEOUT = envint("SIP_TCP_IDLE_TIMEOUT", 900)
 SIP_TCP_MAX_PER_SOURCE = envint("SIP_TCP_MAX_PER_SOURCE", 100)
+# The address runsip puts in the Via of requests it sends itself (qualify OPTIONS) when it
+# listens on a wildcard address (0.0.0.0, ::); empty: 127.0.0.1.
+SIP_ADVERTISED_HOST = env("SIP_ADVERTISED_HOST", "")
+# T1 of the requests runsip sends (qualify pings, NOTIFYs), in milliseconds: retransmissions
+# over UDP start at T1 and it gives up after 64*T1 (RFC 3261 §17.1.2.2). Tests lower it.
+SIP_TIMER_T1_MS = envint("SIP_TIMER_T1_MS", 500)
+# TLS for SIP (tls: listeners) and for the web process's wss: PEM certificate chain and key.
+# Unset, a self-signed certificate is generated into DATA_DIR/tls on first use and reused.
+SIP_TLS_CERT = env("SIP_TLS_CERT")
+SIP_TLS_KEY = env("SIP_TLS_KEY")
+if bool(SIP_TLS_CERT) != bool(SIP_TLS_KEY):
+    raise ImproperlyConfigured("SIP_TLS_CERT and SIP_TLS_KEY must be set together")
+# The port `manage.py serve` also serves HTTPS and wss:// on with that certificate (0: off).
+WEB_TLS_PORT = envint("WEB_TLS_PORT", 8443)
 
 LOG_FORMAT = env("LOG_FORMAT", "plain")
 if LOG_FORMAT not in ("plain", "json"):
@@ -239,3 +257,26 @@ EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBacken
                     else "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", f"regis@{SIP_DOMAIN}")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# Outbound trunks (registrar/worker/trunks.py): the first retry after a failure, in
+# seconds (it doubles up to 30 minutes); whether a sips:/TLS upstream's certificate is
+# verified against the system's CAs; the key trunk passwords are encrypted with
+# (empty = derived from SECRET_KEY).
+TRUNK_BACKOFF_FIRST = envint("TRUNK_BACKOFF_FIRST", 30)
+TRUNK_TLS_VERIFY = envbool("TRUNK_TLS_VERIFY", "1")
+TRUNK_SECRET_KEY = env("TRUNK_SECRET_KEY", "")
+
+# --- OAuth 2.0 (issue 6) ------------------------------------------------------------------
+# Regis as its own authorization server (django-oauth-toolkit at /o/): phones' apps get
+# tokens with the password grant using the extension's number and SIP password (checked
+# against its HA1 by registrar.oauth.ExtensionPasswordValidator); the "sip" scope is what
+# SIP bearer authentication may require, "introspection" lets a token call /o/introspect/.
+OAUTH2_PROVIDER = {
+    "SCOPES": {"sip": "Register and call as the extension", "introspection": "Introspect tokens"},
+    "DEFAULT_SCOPES": ["sip"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": envint("OAUTH_TOKEN_SECONDS", 3600),
+    "OAUTH2_VALIDATOR_CLASS": "registrar.oauth.ExtensionPasswordValidator",
+}
+# How long a positive SIP bearer verdict is reused at most (it never outlives the token):
+# the bound on how late a revoked token is noticed.
+OAUTH_CACHE_SECONDS = envint("OAUTH_CACHE_SECONDS", 30)

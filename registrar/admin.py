@@ -13,7 +13,13 @@ class ExtensionForm(forms.ModelForm):
 
     class Meta:
         model = Extension
-        fields = ["number", "display_name", "enabled", "max_contacts"]
+        fields = ["number", "display_name", "enabled", "max_contacts", "auth_mode", "oauth_server", "bearer_methods"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left out of a form post, they keep their current (or default) values.
+        for name in ("auth_mode", "bearer_methods"):
+            self.fields[name].required = False
 
 
 @admin.register(Extension)
@@ -28,11 +34,15 @@ class ExtensionAdmin(admin.ModelAdmin):
         if change:
             services.update_extension(obj, display_name=obj.display_name, enabled=obj.enabled,
                                       max_contacts=obj.max_contacts)
+            oauth.set_extension_auth(obj, auth_mode=obj.auth_mode, oauth_server=obj.oauth_server,
+                                     bearer_methods=obj.bearer_methods)
             if password:
                 services.set_password(obj, password)
             return
         created, generated = services.create_extension(obj.number, password, obj.display_name,
                                                        obj.max_contacts, obj.enabled)
+        oauth.set_extension_auth(created, auth_mode=obj.auth_mode, oauth_server=obj.oauth_server,
+                                 bearer_methods=obj.bearer_methods)
         obj.pk = created.pk
         if generated:
             messages.warning(request, f"Generated SIP password for {created.number}: {generated} "
@@ -207,3 +217,131 @@ class WebhookDeliveryAdmin(_ReadOnlyAdmin):
 class WorkerStatusAdmin(_ReadOnlyAdmin):
     list_display = ["hostname", "pid", "listeners", "started_at", "last_seen", "credentials", "requests_per_second",
                     "received", "errors"]
+
+
+# -- outbound trunks: settings through registrar.trunks; status and history read-only ----
+from registrar import trunks  # noqa: E402
+from registrar.models import Trunk, TrunkAttempt, TrunkStatus  # noqa: E402
+
+
+class TrunkForm(forms.ModelForm):
+    # Write-only: never rendered back; empty keeps the stored password.
+    password = forms.CharField(required=False, strip=False, widget=forms.PasswordInput(render_value=False),
+                               help_text="Stored encrypted. Leave empty to keep the current one (required for a "
+                                         "new trunk).")
+
+    class Meta:
+        model = Trunk
+        fields = ["name", "registrar_uri", "aor_user", "aor_domain", "auth_username", "password", "expected_realm",
+                  "expires", "outbound_proxy", "contact_user", "enabled"]
+
+    def clean(self):
+        data = super().clean()
+        # The service's own checks, so that a refusal is shown on the form rather than as an error page.
+        for field in ("registrar_uri", "outbound_proxy"):
+            if data.get(field):
+                try:
+                    trunks.parse_target(data[field], field)
+                except ValidationError as error:
+                    self.add_error(field, error.message_dict[field])
+        if self.instance.pk is None and not data.get("password"):
+            self.add_error("password", "A trunk needs the password the upstream server expects.")
+        return data
+
+
+class TrunkStatusInline(admin.StackedInline):
+    model = TrunkStatus
+    can_delete = False
+    readonly_fields = ["state", "registered_until", "last_status", "last_phrase", "cause", "detail",
+                       "next_attempt_at", "updated_at"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class TrunkAttemptInline(admin.TabularInline):
+    model = TrunkAttempt
+    can_delete = False
+    extra = 0
+    readonly_fields = ["at", "status", "phrase", "cause", "detail", "expires"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Trunk)
+class TrunkAdmin(admin.ModelAdmin):
+    form = TrunkForm
+    list_display = ["name", "registrar_uri", "aor_user", "enabled", "state", "updated_at"]
+    list_filter = ["enabled", "status__state"]
+    search_fields = ["name", "registrar_uri", "aor_user"]
+    inlines = [TrunkStatusInline, TrunkAttemptInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("status")
+
+    @admin.display(description="state")
+    def state(self, trunk):
+        status = getattr(trunk, "status", None)
+        return status.get_state_display() if status else "—"
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in trunks.EDITABLE_FIELDS}
+        password = form.cleaned_data["password"] or None
+        if change:
+            trunks.update_trunk(obj, password=password, **fields)
+            return
+        obj.pk = trunks.create_trunk(password=password or "", **fields).pk
+
+    def delete_model(self, request, obj):
+        trunks.delete_trunk(obj)
+
+    def delete_queryset(self, request, queryset):
+        for trunk in queryset:
+            trunks.delete_trunk(trunk)
+
+
+@admin.register(TrunkAttempt)
+class TrunkAttemptAdmin(_ReadOnlyAdmin):
+    list_display = ["at", "trunk", "status", "phrase", "cause", "detail", "expires"]
+    list_filter = ["cause", "trunk"]
+
+
+# -- OAuth servers (issue 6): writes through registrar.oauth; the secret is write-only ----
+from registrar import oauth  # noqa: E402
+from registrar.models import OAuthServer  # noqa: E402
+
+
+class OAuthServerForm(forms.ModelForm):
+    client_secret = forms.CharField(required=False, strip=False, widget=forms.PasswordInput(render_value=False),
+                                    help_text="Stored encrypted. Leave empty to keep the current one.")
+
+    class Meta:
+        model = OAuthServer
+        fields = list(oauth.EDITABLE_FIELDS[:4]) + ["client_secret"] + list(oauth.EDITABLE_FIELDS[4:])
+
+
+@admin.register(OAuthServer)
+class OAuthServerAdmin(admin.ModelAdmin):
+    form = OAuthServerForm
+    list_display = ["name", "mode", "introspection_url", "jwks_url", "enabled", "updated_at"]
+    list_filter = ["mode", "enabled"]
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in oauth.EDITABLE_FIELDS}
+        secret = form.cleaned_data["client_secret"] or None
+        if change:
+            oauth.update_server(obj, client_secret=secret, **fields)
+            return
+        obj.pk = oauth.create_server(client_secret=secret or "", **fields).pk
+
+    def delete_model(self, request, obj):
+        oauth.delete_server(obj)

@@ -39,3 +39,16 @@ class AlertEvent(models.TextChoices):
     STOPPED_REGISTERING = "stopped_registering", "Extensions stopped registering"
     JOB_FAILED = "job_failed", "A housekeeping job failed"
     TEST = "test", "Test alert"
+
+
+class AuthMode(models.TextChoices):
+    """How an extension's requests authenticate (bearer: OAuth 2.0 access tokens, RFC 8898)."""
+    DIGEST = "digest", "Digest (password)"
+    BEARER = "bearer", "Bearer (OAuth token)"
+    EITHER = "either", "Digest or bearer"
+
+
+class OAuthMode(models.TextChoices):
+    """How an OAuth server's tokens are checked."""
+    INTROSPECTION = "introspection", "Token introspection (RFC 7662)"
+    JWKS = "jwks", "Local JWT validation (JWKS)"

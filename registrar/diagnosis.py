@@ -67,6 +67,12 @@ def _fix(reason: Reason, extension_number: str, policy, sample) -> tuple[str, in
         Reason.UA_POLICY: _ua_fix(sample.user_agent if sample else "", policy),
         Reason.BANNED_SOURCE: ("Lift the ban if the address is legitimate, and add its network to soft parameter "
                                "304 (never banned).", 304),
+        Reason.WATCH_NOT_ALLOWED: (f"Add {extension_number} (or *) to the may-watch list of the extension that "
+                                   "subscribed (the authentication user) if it should see these registrations.",
+                                   None),
+        Reason.NOT_REGISTERED: ("Make the device register first (fix its REGISTER's failure above): a device may "
+                                "subscribe to registration state only while it is registered from that address.",
+                                None),
     }
     return fixes[reason]
 

@@ -11,6 +11,9 @@ object with a ``type`` and an ``at`` (seconds since the epoch):
   transport, user_agent, reason (code), explanation (a sentence), status
 - ``softparam``: number, name, value, by
 - ``ban``: action "banned" or "lifted", ip, until, detail
+- ``qualify``: a contact's OPTIONS ping changed what is known of it — binding (id),
+  extension, contact, source ("ip:port"), transport, status ("reachable",
+  "unreachable", "unknown"), rtt_ms (null when unreachable)
 """
 import time
 
@@ -73,3 +76,11 @@ def soft_parameter_changed(parameter, by):
 def ban_changed(ban, action):
     return {"type": "ban", "action": action, "ip": ban.ip, "until": ban.expires_at.timestamp(),
             "detail": ban.detail, "at": time.time()}
+
+
+def contact_qualified(binding_id, extension, contact, source_ip, source_port, transport, status, rtt_ms, at=None):
+    return {
+        "type": "qualify", "binding": binding_id, "extension": extension, "contact": contact,
+        "source": f"{source_ip}:{source_port}", "transport": transport, "status": status, "rtt_ms": rtt_ms,
+        "at": at if at is not None else time.time(),
+    }

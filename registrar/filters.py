@@ -78,3 +78,15 @@ class TraceFilterSet(django_filters.FilterSet):
     class Meta:
         model = TracedMessage
         fields = ["extension", "ip", "call_id"]
+
+
+# -- outbound trunks -------------------------------------------------------------------------
+from registrar.models import Trunk, TrunkState  # noqa: E402
+
+
+class TrunkFilterSet(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(field_name="status__state", choices=TrunkState.choices, label="State")
+
+    class Meta:
+        model = Trunk
+        fields = ["enabled", "state"]

@@ -4,13 +4,19 @@ Models hold data and small derived facts; every write goes through
 ``registrar.services`` so that the SIP worker, REST, web views and Celery share one
 write path.
 """
+import ipaddress
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
-from registrar.choices import AlertEvent, AttemptOutcome, ParameterKind, QualifyStatus, ReasonCode, Transport
+from registrar.choices import (AlertEvent, AttemptOutcome, AuthMode, OAuthMode, ParameterKind, QualifyStatus,
+                               ReasonCode, Transport)
+from registrar.sip.errors import SipError
+from registrar.sip.uri import parse_uri
 
 number_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
@@ -42,6 +48,15 @@ class Extension(models.Model):
         max_length=1024, blank=True,
         help_text="Other extensions whose registration state this one may subscribe to (reg event, RFC 3680): "
                   "comma-separated numbers, or * for all. Its own is always allowed.")
+    auth_mode = models.CharField(
+        max_length=8, choices=AuthMode.choices, default=AuthMode.DIGEST,
+        help_text="Digest with the password, an OAuth 2.0 bearer token (RFC 8898), or either.")
+    oauth_server = models.ForeignKey(
+        "OAuthServer", on_delete=models.PROTECT, null=True, blank=True, related_name="extensions",
+        help_text="The server that vouches for its bearer tokens; needed unless the mode is digest.")
+    bearer_methods = models.CharField(
+        max_length=255, default="REGISTER,SUBSCRIBE,INVITE",
+        help_text="Comma-separated SIP methods that must authenticate when bearer tokens are allowed.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -95,6 +110,34 @@ class Binding(models.Model):
     @property
     def is_live(self):
         return self.expires_at > timezone.now()
+
+    @cached_property
+    def _contact_hostport(self):
+        try:
+            uri = parse_uri(self.contact_uri)
+        except SipError:
+            return None, None
+        return uri.host.strip("[]"), uri.port
+
+    @property
+    def contact_address(self) -> str:
+        """The Contact's host[:port], as the phone wrote it."""
+        host, port = self._contact_hostport
+        if not host:
+            return ""
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port}" if port else shown
+
+    @property
+    def behind_nat(self) -> bool:
+        """Whether the Contact names another IP address than the one the REGISTER came from
+        (a private address behind NAT): the phone is reached at its source address. A
+        Contact naming a host (or a websocket's .invalid name) says nothing either way."""
+        host, _ = self._contact_hostport
+        try:
+            return ipaddress.ip_address(host) != ipaddress.ip_address(self.source_ip)
+        except ValueError:
+            return False
 
 
 class Subscription(models.Model):
@@ -502,3 +545,42 @@ class TrunkAttempt(models.Model):
 
     def __str__(self):
         return f"{self.trunk_id} {self.status or 'timeout'} {self.at:%H:%M:%S}"
+
+
+http_url_validator = URLValidator(schemes=["http", "https"])
+
+
+class OAuthServer(models.Model):
+    """An OAuth 2.0 authorization server that vouches for extensions' bearer tokens (RFC 8898):
+    asked per token over HTTP (introspection, RFC 7662) or trusted through its signing keys
+    (a JWKS, for JWTs checked locally). Like the seed's "Remote Web Service"."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="A short name: letters, digits, '-' or '_'.")
+    mode = models.CharField(max_length=16, choices=OAuthMode.choices, default=OAuthMode.INTROSPECTION)
+    introspection_url = models.CharField(max_length=500, blank=True, validators=[http_url_validator],
+                                        help_text="Where tokens are POSTed (introspection mode).")
+    client_id = models.CharField(max_length=255, blank=True,
+                                 help_text="HTTP Basic user for the introspection call.")
+    # Encrypted (registrar.crypto): the introspection call needs it back in clear.
+    client_secret_encrypted = models.TextField(blank=True, editable=False)
+    timeout_seconds = models.FloatField(default=2, validators=[MinValueValidator(0.1), MaxValueValidator(30)],
+                                        help_text="How long to wait for the server before answering 503.")
+    verify_tls = models.BooleanField(default=True, help_text="Check the server's HTTPS certificate.")
+    jwks_url = models.CharField(max_length=500, blank=True, validators=[http_url_validator],
+                                help_text="The server's signing keys (JWKS mode).")
+    issuer = models.CharField(max_length=500, blank=True, help_text="Expected iss claim of JWTs (empty: any).")
+    audience = models.CharField(max_length=500, blank=True, help_text="Expected aud claim of JWTs (empty: any).")
+    authz_server = models.CharField(max_length=500, blank=True,
+                                    help_text='Sent to phones in the 401 challenge as authz_server="..." (RFC 8898).')
+    required_scope = models.CharField(max_length=255, blank=True,
+                                      help_text="A scope every token must carry (empty: none required).")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "OAuth server"
+
+    def __str__(self):
+        return self.name

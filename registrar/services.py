@@ -9,6 +9,7 @@ import secrets
 import string
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone as dt_timezone
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,6 +18,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from registrar import events, live, softparams
+from registrar.choices import QualifyStatus
 from registrar.models import (AuthAttempt, Ban, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange,
                               TracedMessage)
 from registrar.sip import digest
@@ -71,7 +73,7 @@ def set_password(extension: Extension, password: str | None = None) -> str | Non
 
 
 def update_extension(extension: Extension, **fields) -> Extension:
-    for name in ("display_name", "enabled", "max_contacts"):
+    for name in ("display_name", "enabled", "max_contacts", "may_watch"):
         if name in fields:
             setattr(extension, name, fields[name])
     extension.full_clean()
@@ -270,6 +272,93 @@ def purge_expired_bindings(now: datetime | None = None) -> int:
 
 def live_bindings():
     return Binding.objects.filter(expires_at__gt=timezone.now())
+
+
+# -- qualify: OPTIONS pings runsip sends to registered contacts --------------------------
+class QualifyTarget(NamedTuple):
+    """A live binding to ping, reached at the address its REGISTER came from."""
+
+    binding_id: int
+    extension: str
+    contact_uri: str
+    source_ip: str
+    source_port: int
+    transport: str
+
+
+class QualifyResult(NamedTuple):
+    """One ping's outcome; ``rtt_ms`` is None when it went unanswered. The source is the one
+    pinged: a binding that has since moved (the phone re-registered from elsewhere) ignores it."""
+
+    binding_id: int
+    source_ip: str
+    source_port: int
+    transport: str
+    at: float
+    rtt_ms: float | None = None
+
+
+# A round-trip time is published again only when it moves by this many milliseconds and by
+# this share of the last one published; jitter alone would otherwise flood the dashboard.
+RTT_NOTABLE_MS = 20.0
+RTT_NOTABLE_SHARE = 0.5
+
+
+def qualify_targets(transports=("udp", "tcp", "tls")) -> list[QualifyTarget]:
+    """The live bindings runsip can ping itself. Websocket bindings are not among them: the
+    web process holds those connections, and the connection's life is their liveness."""
+    rows = (live_bindings().filter(transport__in=transports).order_by("pk")
+            .values_list("pk", "extension__number", "contact_uri", "source_ip", "source_port", "transport"))
+    return [QualifyTarget(*row) for row in rows]
+
+
+def _rtt_moved_notably(before, after) -> bool:
+    if before is None or after is None:
+        return before != after
+    return abs(after - before) >= max(RTT_NOTABLE_MS, RTT_NOTABLE_SHARE * before)
+
+
+def record_qualify_results(results, max_misses: int | None = None) -> list:
+    """Store ping outcomes, many per transaction. An answer (any final response, even 404
+    or 405: something answered at that address) makes the contact reachable with its RTT;
+    ``max_misses`` unanswered pings in a row (soft parameter 107 when None) make it
+    unreachable. Returns the live events for status changes and notable RTT moves, already
+    scheduled to go out after commit."""
+    if not results:
+        return []
+    if max_misses is None:
+        max_misses = current_policy().qualify_max_misses
+    with transaction.atomic():
+        bindings = Binding.objects.select_related("extension").in_bulk({result.binding_id for result in results})
+        before = {}
+        for result in sorted(results, key=lambda item: item.at):
+            binding = bindings.get(result.binding_id)
+            if binding is None or (binding.source_ip, binding.source_port, binding.transport) != (
+                    result.source_ip, result.source_port, result.transport):
+                continue
+            before.setdefault(binding.pk, (binding.qualify_status, binding.rtt_ms))
+            binding.qualified_at = _from_epoch(result.at)
+            if result.rtt_ms is not None:
+                binding.qualify_status = QualifyStatus.REACHABLE
+                binding.rtt_ms = round(result.rtt_ms, 1)
+                binding.qualify_misses = 0
+            else:
+                binding.qualify_misses = min(binding.qualify_misses + 1, 32767)
+                if binding.qualify_misses >= max_misses:
+                    binding.qualify_status = QualifyStatus.UNREACHABLE
+                    binding.rtt_ms = None
+        touched = [bindings[pk] for pk in before]
+        Binding.objects.bulk_update(touched, ["qualify_status", "rtt_ms", "qualified_at", "qualify_misses"])
+        published = [
+            events.contact_qualified(binding.pk, binding.extension.number, binding.contact_uri, binding.source_ip,
+                                     binding.source_port, binding.transport, binding.qualify_status, binding.rtt_ms,
+                                     binding.qualified_at.timestamp())
+            for binding in touched
+            if before[binding.pk][0] != binding.qualify_status
+            or _rtt_moved_notably(before[binding.pk][1], binding.rtt_ms)]
+        if published:
+            transaction.on_commit(lambda: live.publish(published))
+    return published
 
 
 # -- authentication attempts -----------------------------------------------------------

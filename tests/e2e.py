@@ -190,16 +190,19 @@ class ManagedProcess:
 
 
 class RunSip(ManagedProcess):
-    """``python manage.py runsip`` on loopback, UDP and TCP on the same free port;
-    ready when it prints its ``ready`` line."""
+    """``python manage.py runsip`` on loopback, UDP and TCP on the same free port (and
+    with ``tls=True`` TLS on another: its certificate from SIP_TLS_CERT/SIP_TLS_KEY in
+    ``env``, or generated into REGIS_DATA_DIR); ready when it prints its ``ready`` line."""
 
     name = "runsip"
 
     def __init__(self, db_url: str, *, port: int | None = None, env: dict | None = None,
-                 ready_timeout: float = READY_TIMEOUT, extra_args: tuple = ()):
+                 ready_timeout: float = READY_TIMEOUT, extra_args: tuple = (), tls: bool = False,
+                 tls_port: int | None = None):
         super().__init__(ready_timeout=ready_timeout)
         self.extra_args = tuple(extra_args)
         self.port = port or free_port()
+        self.tls_port = (tls_port or free_port()) if tls or tls_port else None
         self.db_url = db_url
         self.extra_env = env or {}
         self._ready = threading.Event()
@@ -207,6 +210,7 @@ class RunSip(ManagedProcess):
     def command(self) -> list:
         return [sys.executable, "manage.py", "runsip",
                 "--listen", f"udp:{LOOPBACK}:{self.port}", "--listen", f"tcp:{LOOPBACK}:{self.port}",
+                *(["--listen", f"tls:{LOOPBACK}:{self.tls_port}"] if self.tls_port else []),
                 *self.extra_args]
 
     def environment(self) -> dict:
@@ -231,6 +235,10 @@ class RunSip(ManagedProcess):
     @property
     def address(self) -> str:
         return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def tls_address(self) -> str:
+        return f"{LOOPBACK}:{self.tls_port}"
 
 
 # -- SIPp ------------------------------------------------------------------------------
@@ -439,9 +447,13 @@ def authorization(challenge: dict, *, username: str, password: str, method: str,
 
 
 class SipClient:
-    """A phone on a loopback UDP or TCP socket that sends REGISTERs and reads answers."""
+    """A phone on a loopback UDP, TCP or TLS socket that sends REGISTERs and reads answers.
 
-    def __init__(self, server: tuple, transport: str = "udp", timeout: float = 5.0, bind_host: str = LOOPBACK):
+    For "tls", ``ssl_context`` verifies the server (for instance
+    ``ssl.create_default_context(cafile=its_certificate)``) as ``server_hostname``."""
+
+    def __init__(self, server: tuple, transport: str = "udp", timeout: float = 5.0, bind_host: str = LOOPBACK,
+                 ssl_context=None, server_hostname: str = "localhost"):
         self.server = server
         self.host = bind_host
         self.transport = transport
@@ -454,6 +466,8 @@ class SipClient:
         else:
             self.sock.bind((bind_host, 0))
             self.sock.connect(server)
+        if transport == "tls":
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=server_hostname)
         self.local_port = self.sock.getsockname()[1]
         self.call_id = secrets.token_hex(12) + "@" + bind_host
         self.tag = secrets.token_hex(6)
@@ -470,19 +484,23 @@ class SipClient:
         self.close()
 
     def register(self, user: str, *, expires: int = 3600, authorization_value: str | None = None,
-                 domain: str = SIP_DOMAIN, contact: bool = True, user_agent: str = "regis-e2e") -> SipResponse:
+                 domain: str = SIP_DOMAIN, contact: bool = True, user_agent: str = "regis-e2e",
+                 scheme: str = "sip") -> SipResponse:
+        """``scheme="sips"`` uses SIPS URIs throughout (RFC 5630: no transport parameter)."""
         self.cseq += 1
         via_transport = self.transport.upper()
         lines = [
-            f"REGISTER sip:{domain} SIP/2.0",
+            f"REGISTER {scheme}:{domain} SIP/2.0",
             f"Via: SIP/2.0/{via_transport} {self.host}:{self.local_port};branch=z9hG4bK{secrets.token_hex(8)};rport",
             "Max-Forwards: 70",
-            f"From: <sip:{user}@{domain}>;tag={self.tag}",
-            f"To: <sip:{user}@{domain}>",
+            f"From: <{scheme}:{user}@{domain}>;tag={self.tag}",
+            f"To: <{scheme}:{user}@{domain}>",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} REGISTER",
         ]
-        if contact:
+        if contact and scheme == "sips":
+            lines.append(f"Contact: <sips:{user}@{self.host}:{self.local_port}>")
+        elif contact:
             lines.append(f"Contact: <sip:{user}@{self.host}:{self.local_port};transport={self.transport}>")
         lines.append(f"Expires: {expires}")
         if authorization_value:
@@ -546,17 +564,18 @@ class SipClient:
             self._buffer += chunk
 
     def register_with_digest(self, user: str, password: str, *, algorithm: str, expires: int = 3600,
-                             domain: str = SIP_DOMAIN) -> tuple[SipResponse, SipResponse]:
+                             domain: str = SIP_DOMAIN, scheme: str = "sip") -> tuple[SipResponse, SipResponse]:
         """REGISTER, answer the challenge for ``algorithm``: (the 401, the final answer)."""
-        challenge_response = self.register(user, expires=expires, domain=domain)
+        challenge_response = self.register(user, expires=expires, domain=domain, scheme=scheme)
         if challenge_response.status != 401:
             return challenge_response, challenge_response
         challenges = [parse_challenge(v) for v in challenge_response.get_all("WWW-Authenticate")]
         chosen = next((c for c in challenges if c.get("algorithm", "MD5").upper() == algorithm.upper()), None)
         if chosen is None:
             raise AssertionError(f"no {algorithm} challenge in {challenge_response.get_all('WWW-Authenticate')}")
-        value = authorization(chosen, username=user, password=password, method="REGISTER", uri=f"sip:{domain}")
-        return challenge_response, self.register(user, expires=expires, domain=domain, authorization_value=value)
+        value = authorization(chosen, username=user, password=password, method="REGISTER", uri=f"{scheme}:{domain}")
+        return challenge_response, self.register(user, expires=expires, domain=domain, authorization_value=value,
+                                                 scheme=scheme)
 
 
 # -- seed messages ---------------------------------------------------------------------

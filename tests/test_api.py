@@ -558,7 +558,8 @@ def test_the_root_lists_every_endpoint(as_viewer):
     body = as_viewer.get("/api/v1/").json()
     assert set(body) == {"extensions", "registrations", "auth-attempts", "soft-parameters",
                          "soft-parameter-changes", "summary", "token", "bans", "trace", "ua-policy-dry-run",
-                         "jobs", "job-runs", "workers", "alert-routes", "webhooks", "webhook-deliveries"}
+                         "jobs", "job-runs", "workers", "alert-routes", "webhooks", "webhook-deliveries",
+                         "subscriptions", "oauth-servers", "trunks"}
     assert body["summary"].endswith("/api/v1/summary/")
 
 
@@ -598,6 +599,9 @@ def test_the_schema_is_openapi_3_and_documents_every_endpoint(anonymous):
         "/api/v1/job-runs/{id}/", "/api/v1/workers/", "/api/v1/workers/{id}/", "/api/v1/alert-routes/",
         "/api/v1/alert-routes/{id}/", "/api/v1/webhooks/", "/api/v1/webhooks/{id}/",
         "/api/v1/webhooks/{id}/set-secret/", "/api/v1/webhook-deliveries/", "/api/v1/webhook-deliveries/{id}/",
+        "/api/v1/subscriptions/", "/api/v1/subscriptions/{id}/",
+        "/api/v1/oauth-servers/", "/api/v1/oauth-servers/{id}/",
+        "/api/v1/trunks/", "/api/v1/trunks/{id}/", "/api/v1/trunks/{id}/register-now/", "/api/v1/trunks/{id}/attempts/",
     }
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
     assert "ha1" not in response.content.decode().lower()

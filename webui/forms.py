@@ -10,8 +10,8 @@ import ipaddress
 from django import forms
 from django.core.exceptions import ValidationError
 
-from registrar.choices import ParameterKind
-from registrar.models import AlertEvent, Extension, number_validator
+from registrar.choices import AuthMode, ParameterKind
+from registrar.models import AlertEvent, Extension, OAuthServer, number_validator
 
 
 class ServiceForm(forms.Form):
@@ -54,6 +54,23 @@ class ExtensionEditForm(ServiceForm):
     display_name = forms.CharField(max_length=128, required=False)
     max_contacts = _max_contacts_field()
     enabled = forms.BooleanField(required=False)
+    auth_mode = forms.ChoiceField(label="Authentication", choices=AuthMode.choices, initial=AuthMode.DIGEST,
+                                  required=False, help_text=Extension._meta.get_field("auth_mode").help_text)
+    oauth_server = forms.ModelChoiceField(queryset=OAuthServer.objects.all(), required=False, label="OAuth server",
+                                          to_field_name="name",
+                                          help_text=Extension._meta.get_field("oauth_server").help_text)
+    bearer_methods = forms.CharField(max_length=255, initial="REGISTER,SUBSCRIBE,INVITE", label="Bearer methods",
+                                     required=False, help_text=Extension._meta.get_field("bearer_methods").help_text)
+
+    def service_fields(self) -> dict:
+        """cleaned_data for the services; a post without the authentication fields leaves them as they are."""
+        fields = dict(self.cleaned_data)
+        if not fields.get("auth_mode"):
+            for name in ("auth_mode", "oauth_server", "bearer_methods"):
+                fields.pop(name, None)
+        elif not fields.get("bearer_methods"):
+            fields.pop("bearer_methods")
+        return fields
 
 
 class PasswordForm(ServiceForm):
@@ -163,3 +180,45 @@ class WebhookSecretForm(ServiceForm):
 
     def clean_secret(self):
         return self.cleaned_data["secret"] or None
+
+
+# -- outbound trunks ----------------------------------------------------------------------
+from registrar.models import Trunk  # noqa: E402
+
+
+def _trunk_text(name, **kwargs):
+    model_field = Trunk._meta.get_field(name)
+    return forms.CharField(max_length=model_field.max_length, required=not model_field.blank,
+                           help_text=model_field.help_text, **kwargs)
+
+
+class TrunkForm(ServiceForm):
+    """A trunk as typed; registrar.trunks checks the URIs and ranges, and its messages are shown here.
+    The password is never rendered back: blank on an edit keeps the stored one."""
+
+    name = _trunk_text("name", widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    registrar_uri = _trunk_text("registrar_uri", label="Registrar URI",
+                                widget=forms.TextInput(attrs={"placeholder": "sip:pbx.example.com;transport=tcp"}))
+    aor_user = _trunk_text("aor_user", label="AOR user")
+    aor_domain = _trunk_text("aor_domain", label="AOR domain")
+    auth_username = _trunk_text("auth_username", label="Auth username")
+    password = forms.CharField(required=False, strip=False, max_length=255,
+                               widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}))
+    expected_realm = _trunk_text("expected_realm")
+    expires = forms.IntegerField(initial=3600, help_text=Trunk._meta.get_field("expires").help_text,
+                                 widget=forms.NumberInput(attrs={"min": 60, "max": 86400}))
+    outbound_proxy = _trunk_text("outbound_proxy")
+    contact_user = _trunk_text("contact_user")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args, editing=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["password"].help_text = (
+            "Leave empty to keep the stored password." if editing else
+            "The password the upstream server expects; stored encrypted, never shown again.")
+
+    def service_fields(self) -> dict:
+        """cleaned_data for registrar.trunks: an empty password means none given."""
+        fields = dict(self.cleaned_data)
+        fields["password"] = fields["password"] or None
+        return fields

@@ -2,7 +2,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webui import views
+from webui import oauth_views, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="webui/login.html", redirect_authenticated_user=True),
@@ -48,5 +48,17 @@ urlpatterns = [
     path("operations/webhooks/<int:pk>/edit/", views.webhook_edit, name="webhook-edit"),
     path("operations/webhooks/<int:pk>/secret/", views.webhook_secret, name="webhook-secret"),
     path("operations/webhooks/<int:pk>/delete/", views.webhook_delete, name="webhook-delete"),
+    path("trunks/", views.trunk_list, name="trunks"),
+    path("trunks/new/", views.trunk_create, name="trunk-create"),
+    path("trunks/<int:pk>/", views.trunk_detail, name="trunk"),
+    path("trunks/<int:pk>/edit/", views.trunk_edit, name="trunk-edit"),
+    path("trunks/<int:pk>/delete/", views.trunk_delete, name="trunk-delete"),
+    path("trunks/<int:pk>/register-now/", views.trunk_register_now, name="trunk-register-now"),
+    path("trunks/<int:pk>/enable/", views.trunk_enable, name="trunk-enable"),
+    path("trunks/<int:pk>/disable/", views.trunk_disable, name="trunk-disable"),
+    path("oauth-servers/", oauth_views.oauth_server_list, name="oauth-servers"),
+    path("oauth-servers/new/", oauth_views.oauth_server_create, name="oauth-server-create"),
+    path("oauth-servers/<int:pk>/edit/", oauth_views.oauth_server_edit, name="oauth-server-edit"),
+    path("oauth-servers/<int:pk>/delete/", oauth_views.oauth_server_delete, name="oauth-server-delete"),
     path("token/", views.api_token, name="api-token"),
 ]

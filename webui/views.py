@@ -1,7 +1,7 @@
 """The browser's pages: dashboard, extensions and why they fail, registrations, failed
 attempts, bans, soft parameters (with the User-Agent policy dry run), the SIP trace,
-operations (jobs, SIP workers, alerts, webhook deliveries) with alert routing, and the
-user's own API token.
+operations (jobs, SIP workers, alerts, webhook deliveries) with alert routing, outbound
+trunks, and the user's own API token.
 
 A view unpacks the request, calls a service (the only write path) or a read model
 (``registrar.stats``, and the filter sets of ``registrar.filters`` that the API uses
@@ -32,7 +32,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from registrar import diagnosis, events, services, stats, trace
+from registrar import diagnosis, events, oauth, services, stats, trace
 from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet, TraceFilterSet
 from registrar.models import (AlertEvent, AlertRoute, AuthAttempt, Ban, Binding, Extension, JobOutcome, SoftParameter,
                               SoftParameterChange, TracedMessage, Webhook)
@@ -140,7 +140,8 @@ def _policy_notices():
 
 @reader_required
 def dashboard(request):
-    context = {"summary": stats.summary(), "series": stats.hourly_series(24), "notices": _policy_notices()}
+    context = {"summary": stats.summary(), "series": stats.hourly_series(24), "notices": _policy_notices(),
+               "trunks": _trunk_counts()}
     if _partial(request):
         return render(request, "webui/_dashboard_live.html", context)
     context["feed"] = _latest_events()
@@ -223,7 +224,7 @@ def extension_edit(request, number):
         form = ExtensionEditForm(request.POST)
         if form.is_valid():
             try:
-                services.update_extension(extension, **form.cleaned_data)
+                oauth.update_extension_with_auth(extension, services.update_extension, **form.service_fields())
             except ValidationError as error:
                 form.add_service_error(error)
             else:
@@ -231,7 +232,9 @@ def extension_edit(request, number):
                 return redirect("extension", number=extension.number)
     else:
         form = ExtensionEditForm(initial={"display_name": extension.display_name, "enabled": extension.enabled,
-                                          "max_contacts": extension.max_contacts})
+                                          "max_contacts": extension.max_contacts, "auth_mode": extension.auth_mode,
+                                          "oauth_server": extension.oauth_server,
+                                          "bearer_methods": extension.bearer_methods})
     return render(request, "webui/extension_form.html", {"form": form, "extension": extension})
 
 
@@ -780,3 +783,124 @@ def webhook_delete(request, pk):
         "title": f"Delete the webhook {webhook}?", "action": f"/operations/webhooks/{pk}/delete/",
         "consequence": f"Alerts are no longer sent to {webhook.url}, and its delivery log goes with it.",
         "button": "Delete the webhook"})
+
+
+# -- outbound trunks (registrar.trunks owns the writes) ---------------------------------
+from registrar import trunks as trunk_service  # noqa: E402
+from registrar.models import Trunk, TrunkState  # noqa: E402
+from webui.forms import TrunkForm  # noqa: E402
+
+TRUNK_HISTORY_LENGTH = 50
+
+
+def _trunk_counts() -> dict:
+    """The dashboard's trunk summary: how many there are, registered and failed."""
+    states = Trunk.objects.values_list("status__state", flat=True)
+    counts = {"total": 0, TrunkState.REGISTERED: 0, TrunkState.FAILED: 0}
+    for state in states:
+        counts["total"] += 1
+        if state in counts:
+            counts[state] += 1
+    return {"total": counts["total"], "registered": counts[TrunkState.REGISTERED],
+            "failed": counts[TrunkState.FAILED]}
+
+
+def _trunks_with_status():
+    return Trunk.objects.select_related("status").order_by("name")
+
+
+@reader_required
+def trunk_list(request):
+    context = {"trunks": list(_trunks_with_status())}
+    if _partial(request):
+        return render(request, "webui/_trunk_rows.html", context)
+    return render(request, "webui/trunks.html", context)
+
+
+def _trunk_live_context(trunk):
+    return {"trunk": trunk, "status": getattr(trunk, "status", None),
+            "attempts": trunk.attempts.order_by("-at", "-id")[:TRUNK_HISTORY_LENGTH],
+            "history_length": TRUNK_HISTORY_LENGTH}
+
+
+@reader_required
+def trunk_detail(request, pk):
+    context = _trunk_live_context(get_object_or_404(_trunks_with_status(), pk=pk))
+    if _partial(request):
+        return render(request, "webui/_trunk_live.html", context)
+    return render(request, "webui/trunk.html", context)
+
+
+def _trunk_form_page(request, trunk):
+    editing = trunk is not None
+    if request.method == "POST":
+        form = TrunkForm(request.POST, editing=editing)
+        if form.is_valid():
+            try:
+                if editing:
+                    trunk = trunk_service.update_trunk(trunk, **form.service_fields())
+                else:
+                    trunk = trunk_service.create_trunk(**form.service_fields())
+            except ValidationError as error:
+                form.add_service_error(error)
+            else:
+                messages.success(request, f"Trunk {trunk.name} {'saved' if editing else 'created'}; runsip "
+                                          "registers it within seconds.")
+                return redirect("trunk", pk=trunk.pk)
+    elif editing:
+        form = TrunkForm(editing=True, initial={name: getattr(trunk, name) for name in trunk_service.EDITABLE_FIELDS})
+    else:
+        form = TrunkForm()
+    return render(request, "webui/trunk_form.html", {"form": form, "trunk": trunk})
+
+
+@admin_required
+def trunk_create(request):
+    return _trunk_form_page(request, None)
+
+
+@admin_required
+def trunk_edit(request, pk):
+    return _trunk_form_page(request, get_object_or_404(Trunk, pk=pk))
+
+
+@admin_required
+def trunk_delete(request, pk):
+    trunk = get_object_or_404(Trunk, pk=pk)
+    if request.method == "POST":
+        trunk_service.delete_trunk(trunk)
+        messages.success(request, f"Trunk {trunk.name} deleted; runsip unregisters it upstream.")
+        return redirect("trunks")
+    return render(request, "webui/trunk_delete.html", {"trunk": trunk})
+
+
+@admin_required
+@require_POST
+def trunk_register_now(request, pk):
+    trunk = get_object_or_404(Trunk, pk=pk)
+    try:
+        trunk_service.request_register_now(trunk)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.message_dict["enabled"]))
+    else:
+        messages.success(request, f"runsip registers {trunk.name} again within seconds.")
+    return redirect("trunk", pk=trunk.pk)
+
+
+def _set_trunk_enabled(request, pk, enabled):
+    trunk = get_object_or_404(Trunk, pk=pk)
+    trunk_service.update_trunk(trunk, enabled=enabled)
+    messages.success(request, f"Trunk {trunk.name} {'enabled' if enabled else 'disabled'}.")
+    return redirect("trunk", pk=trunk.pk)
+
+
+@admin_required
+@require_POST
+def trunk_enable(request, pk):
+    return _set_trunk_enabled(request, pk, True)
+
+
+@admin_required
+@require_POST
+def trunk_disable(request, pk):
+    return _set_trunk_enabled(request, pk, False)

@@ -11,9 +11,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registrar import services, softparams, stats
-from registrar.choices import ReasonCode
-from registrar.models import (AlertEvent, AlertRoute, AuthAttempt, Ban, Binding, Extension, JobRun, SoftParameter,
-                              SoftParameterChange, TracedMessage, Webhook, WebhookDelivery, WorkerStatus)
+from registrar.choices import QualifyStatus, ReasonCode
+from registrar.models import (AlertEvent, AlertRoute, AuthAttempt, Ban, Binding, Extension, JobRun, OAuthServer,
+                              SoftParameter, SoftParameterChange, TracedMessage, Webhook, WebhookDelivery,
+                              WorkerStatus)
 
 
 class StrictFieldsMixin:
@@ -55,11 +56,14 @@ class ExtensionSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         help_text="online: at least one live registration; failing: failed attempts in the last hour and no "
                   "live registration; offline: neither.")
     devices_online = serializers.SerializerMethodField(help_text="How many live registrations (bindings) it has.")
+    oauth_server = serializers.SlugRelatedField(
+        slug_field="name", queryset=OAuthServer.objects.all(), required=False, allow_null=True,
+        help_text="Name of the OAuth server that vouches for its bearer tokens (needed unless auth_mode is digest).")
 
     class Meta:
         model = Extension
         fields = ["url", "number", "display_name", "enabled", "max_contacts", "password", "realm", "state",
-                  "devices_online", "created_at", "updated_at"]
+                  "devices_online", "auth_mode", "oauth_server", "bearer_methods", "created_at", "updated_at"]
         read_only_fields = ["realm", "created_at", "updated_at"]
         # Stated here because the model's range depends on the database (SQLite has no small integers).
         extra_kwargs = {"max_contacts": {"min_value": 0, "max_value": 32767}}
@@ -132,12 +136,25 @@ class RegistrationSerializer(serializers.ModelSerializer):
     contact = serializers.CharField(source="contact_uri", read_only=True)
     registered_at = serializers.DateTimeField(source="first_registered", read_only=True)
     expires_in = serializers.SerializerMethodField(help_text="Seconds until the binding expires.")
+    qualify_status = serializers.ChoiceField(
+        choices=QualifyStatus.choices, read_only=True,
+        help_text="What runsip's OPTIONS pings (soft parameters 106, 107) found at the source address: "
+                  "reachable, unreachable, or unknown until the first ping's outcome.")
+    rtt_ms = serializers.FloatField(read_only=True, allow_null=True,
+                                    help_text="Round-trip time of the last answered ping, in ms; null when "
+                                              "unknown or unreachable.")
+    qualified_at = serializers.DateTimeField(read_only=True, allow_null=True,
+                                             help_text="When the last ping was answered or missed.")
+    behind_nat = serializers.BooleanField(
+        read_only=True, help_text="The Contact names another IP address than source_ip (a private address "
+                                  "behind NAT): the phone is reached at source_ip:source_port.")
 
     class Meta:
         model = Binding
         fields = ["id", "url", "extension", "contact", "contact_params", "q", "instance_id", "reg_id",
                   "source_ip", "source_port", "transport", "user_agent", "path", "call_id", "cseq",
-                  "registered_at", "last_refreshed", "expires_at", "expires_in"]
+                  "registered_at", "last_refreshed", "expires_at", "expires_in",
+                  "qualify_status", "rtt_ms", "qualified_at", "behind_nat"]
         read_only_fields = fields
 
     def get_expires_in(self, binding) -> int:
@@ -487,4 +504,91 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         model = WebhookDelivery
         fields = ["id", "created_at", "webhook", "alert", "event", "subject", "attempt", "status_code", "error",
                   "succeeded", "will_retry", "duration"]
+        read_only_fields = fields
+
+
+# -- outbound trunks (registrar.trunks owns the writes) ---------------------------------
+from registrar import trunks  # noqa: E402
+from registrar.models import Trunk, TrunkAttempt, TrunkState, TrunkStatus  # noqa: E402
+
+
+class TrunkStatusSerializer(serializers.ModelSerializer):
+    """What runsip last knew about the trunk's registration upstream."""
+
+    cause_label = serializers.SerializerMethodField(help_text="The cause in words (empty when there is none).")
+
+    class Meta:
+        model = TrunkStatus
+        fields = ["state", "registered_until", "last_status", "last_phrase", "cause", "cause_label", "detail",
+                  "next_attempt_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_cause_label(self, status) -> str:
+        return trunks.cause_label(status.cause) if status.cause else ""
+
+
+class TrunkSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """A registration Regis keeps alive at an upstream server. The password is write-only: it is stored
+    encrypted (digest needs it back to answer a challenge) and never returned."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:trunk-detail")
+    password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=255,
+        style={"input_type": "password"},
+        help_text="Required when creating. On an update, leave it out (or empty) to keep the stored one.")
+    has_password = serializers.SerializerMethodField(help_text="Whether a password is stored.")
+    status = TrunkStatusSerializer(read_only=True, allow_null=True,
+                                   help_text="Null until the trunk has a status row.")
+
+    class Meta:
+        model = Trunk
+        fields = ["id", "url", "name", "registrar_uri", "aor_user", "aor_domain", "auth_username", "password",
+                  "has_password", "expected_realm", "expires", "outbound_proxy", "contact_user", "enabled",
+                  "register_now_at", "status", "created_at", "updated_at"]
+        read_only_fields = ["register_now_at", "created_at", "updated_at"]
+
+    def get_has_password(self, trunk) -> bool:
+        return bool(trunk.password_encrypted)
+
+
+class TrunkAttemptSerializer(serializers.ModelSerializer):
+    """One finished REGISTER exchange with the upstream server."""
+
+    cause_label = serializers.SerializerMethodField(help_text="The cause in words (empty on success).")
+
+    class Meta:
+        model = TrunkAttempt
+        fields = ["id", "at", "status", "phrase", "cause", "cause_label", "detail", "expires"]
+        read_only_fields = fields
+
+    def get_cause_label(self, attempt) -> str:
+        return trunks.cause_label(attempt.cause) if attempt.cause else ""
+
+
+class RegisterNowSerializer(serializers.Serializer):
+    """The outcome of register-now: runsip is asked, not waited for."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    register_now_at = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=TrunkState.choices, help_text="The state before runsip acts.")
+    detail = serializers.CharField()
+
+
+# -- reg-event subscriptions (RFC 3680) --------------------------------------------------
+from registrar.models import Subscription  # noqa: E402
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    """A reg-event subscription runsip serves: who watches which extension's registrations, from where,
+    until when. Read-only: a subscription ends when its subscriber unsubscribes, lets it expire, or stops
+    answering NOTIFYs."""
+
+    watched = serializers.SlugRelatedField(slug_field="number", read_only=True,
+                                           help_text="The extension whose registrations are watched.")
+
+    class Meta:
+        model = Subscription
+        fields = ["id", "watched", "subscriber", "transport", "source_ip", "source_port", "event_id",
+                  "remote_target", "version", "expires_at", "created_at"]
         read_only_fields = fields

@@ -10,6 +10,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import routers
 
+from registrar.api import oauth as oauth_api
 from registrar.api import views
 
 app_name = "api"
@@ -45,6 +46,9 @@ router.register("workers", views.WorkerStatusViewSet, basename="worker")
 router.register("alert-routes", views.AlertRouteViewSet, basename="alertroute")
 router.register("webhooks", views.WebhookViewSet, basename="webhook")
 router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="webhookdelivery")
+router.register("subscriptions", views.SubscriptionViewSet, basename="subscription")
+router.register("trunks", views.TrunkViewSet, basename="trunk")
+router.register("oauth-servers", oauth_api.OAuthServerViewSet, basename="oauthserver")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

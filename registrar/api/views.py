@@ -9,6 +9,7 @@ has changed nothing.
 import json
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
@@ -23,7 +24,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from registrar import diagnosis, services, stats, trace
+from registrar import diagnosis, oauth, services, stats, trace
 from registrar.api import serializers
 from registrar.api.permissions import HasRole
 from registrar.filters import (AuthAttemptFilterSet, BanFilterSet, BindingFilterSet, ExtensionFilterSet,
@@ -61,13 +62,19 @@ class ExtensionViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        extension, generated = services.create_extension(**serializer.validated_data)
+        fields = dict(serializer.validated_data)
+        auth = {name: fields.pop(name) for name in oauth.EXTENSION_AUTH_FIELDS if name in fields}
+        with transaction.atomic():
+            extension, generated = services.create_extension(**fields)
+            if auth:
+                oauth.set_extension_auth(extension, **auth)
         extension.generated_password = generated
         created = serializers.ExtensionCreatedSerializer(extension, context=self.get_serializer_context())
         return Response(created.data, status=status.HTTP_201_CREATED)
 
     def perform_update(self, serializer):
-        serializer.instance = services.update_extension(serializer.instance, **serializer.validated_data)
+        serializer.instance = oauth.update_extension_with_auth(serializer.instance, services.update_extension,
+                                                               **serializer.validated_data)
 
     def perform_destroy(self, extension):
         services.delete_extension(extension)
@@ -389,3 +396,85 @@ class WebhookDeliveryViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = WebhookDelivery.objects.select_related("alert").order_by("-created_at", "-id")
     serializer_class = serializers.WebhookDeliverySerializer
     filterset_fields = ["webhook", "alert", "succeeded"]
+
+
+# -- outbound trunks (registrar.trunks owns the writes) ---------------------------------
+from registrar import trunks  # noqa: E402
+from registrar.filters import TrunkFilterSet  # noqa: E402
+from registrar.models import Trunk, TrunkState  # noqa: E402
+
+REGISTER_NOW_DETAIL = "runsip registers the trunk again within seconds; follow its status."
+
+
+@extend_schema_view(
+    create=extend_schema(description="The trunk is registered by runsip within seconds; a password is required."),
+    partial_update=extend_schema(description="A password left out or empty keeps the stored one."),
+    update=extend_schema(description="A password left out or empty keeps the stored one."),
+    destroy=extend_schema(description="Deletes the trunk; runsip unregisters it upstream."),
+)
+class TrunkViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
+    """Outbound trunks: registrations Regis keeps alive at upstream SIP servers, each with its live status
+    (registered until when, or why it failed and when it tries again)."""
+
+    serializer_class = serializers.TrunkSerializer
+    filterset_class = TrunkFilterSet
+
+    def get_queryset(self):
+        return Trunk.objects.select_related("status").order_by("name")
+
+    def _fresh(self, trunk):
+        return self.get_queryset().get(pk=trunk.pk)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        trunk = trunks.create_trunk(password=fields.pop("password", ""), **fields)
+        created = self.get_serializer(self._fresh(trunk))
+        return Response(created.data, status=status.HTTP_201_CREATED)
+
+    def perform_update(self, serializer):
+        trunk = trunks.update_trunk(serializer.instance, **serializer.validated_data)
+        serializer.instance = self._fresh(trunk)
+
+    def perform_destroy(self, trunk):
+        trunks.delete_trunk(trunk)
+
+    @extend_schema(request=None, responses={202: serializers.RegisterNowSerializer})
+    @action(detail=True, methods=["post"], url_path="register-now",
+            serializer_class=serializers.RegisterNowSerializer)
+    def register_now(self, request, pk=None):
+        """Ask runsip to register the trunk again at once (after a fix upstream, instead of waiting for the
+        next retry). A disabled trunk is refused: enable it instead."""
+        trunk = self.get_object()
+        try:
+            trunks.request_register_now(trunk)
+        except DjangoValidationError as error:
+            raise ValidationError(error.message_dict) from None
+        state = trunk.status.state if hasattr(trunk, "status") else TrunkState.REGISTERING
+        return Response(self.get_serializer({"id": trunk.pk, "name": trunk.name,
+                                             "register_now_at": trunk.register_now_at, "state": state,
+                                             "detail": REGISTER_NOW_DETAIL}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=serializers.TrunkAttemptSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], serializer_class=serializers.TrunkAttemptSerializer,
+            filterset_class=None)
+    def attempts(self, request, pk=None):
+        """The trunk's recent REGISTER exchanges, newest first (the last 50 are kept)."""
+        trunk = self.get_object()
+        page = self.paginate_queryset(trunk.attempts.order_by("-at", "-id"))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+# -- reg-event subscriptions (RFC 3680) --------------------------------------------------
+from registrar import subscriptions  # noqa: E402
+
+
+class SubscriptionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The reg-event subscriptions in force (SUBSCRIBE with Event: reg to runsip), with the reginfo version
+    last sent. Read-only: subscribers create, refresh and end them over SIP."""
+
+    queryset = subscriptions.listing()
+    serializer_class = serializers.SubscriptionSerializer
+    filterset_fields = ["subscriber", "transport"]

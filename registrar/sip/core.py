@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Callable, Mapping
 
-from registrar.sip import client, digest
+from registrar.sip import client, digest, regevent
 from registrar.sip.errors import SipError
 from registrar.sip.message import Request, check_request, parse_message
 from registrar.sip.policy import Policy
@@ -31,7 +31,7 @@ from registrar.sip.registrar import (
 )
 from registrar.sip.transactions import ServerTransactions, transaction_key
 
-ALLOWED_METHODS = "REGISTER, OPTIONS"
+ALLOWED_METHODS = "REGISTER, OPTIONS, SUBSCRIBE"
 ACCEPTED_BODIES = "application/sdp"
 SUPPORTED_OPTIONS = frozenset({"path", "outbound", "gruu"})
 SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
@@ -142,7 +142,7 @@ class _Pending:
 
 class RegistrarCore:
     def __init__(self, *, realm: str, secret: bytes, credentials: Callable[[str], Credentials | None],
-                 policy: Policy = Policy(), own_addresses=()):
+                 policy: Policy = Policy(), own_addresses=(), client_t1: float = client.T1):
         self.realm = realm
         self.guard = Guard(own_addresses=own_addresses)
         self._secret = secret
@@ -150,7 +150,8 @@ class RegistrarCore:
         self._tag_key = hashlib.sha256(b"to-tag" + secret).digest()
         self._gruu_key = hashlib.sha256(b"temp-gruu" + secret).digest()
         self._transactions = ServerTransactions()
-        self._clients = client.ClientTransactions()
+        # Timer F is 64*T1 (RFC 3261 §17.1.2.2), so a smaller T1 (tests) also gives up sooner.
+        self._clients = client.ClientTransactions(t1=client_t1, timer_f=64 * client_t1)
         self._pending: dict[int, _Pending] = {}
         self._tickets = itertools.count(1)
         self._nonce_counter = itertools.count(1)
@@ -226,6 +227,8 @@ class RegistrarCore:
                 return self._register(request, source, key, now)
             if request.method == "OPTIONS":
                 return self._options(request, source, key, now)
+            if request.method == "SUBSCRIBE":
+                return self._subscribe(request, source, key, now)
             if request.method == "CANCEL":
                 return self._finish(key, request, source, now, 481, "Call/Transaction Does Not Exist")
             return self._finish(key, request, source, now, 405, "Method Not Allowed",
@@ -464,6 +467,56 @@ class RegistrarCore:
         lines.append(f"Server: {SERVER_NAME}")
         lines.append("Content-Length: 0")
         return ("\r\n".join(lines) + "\r\n\r\n").encode(), destination
+
+    # -- SUBSCRIBE: the reg event package (registrar.sip.regevent) -------------------------
+    def _subscribe(self, request: Request, source: Source, key, now: float) -> list:
+        """Checks, digest authentication and the watch permission here; whether the dialog
+        exists and the subscriber is registered are the database's to say
+        (:class:`~registrar.sip.regevent.StoreSubscription`, then :meth:`subscription_stored`)."""
+        subscribe = regevent.interpret_subscribe(request, self.policy.subscribe_max_expires, self._to_tag(request))
+        credentials, username, refusal = self._authenticate(key, request, source, now)
+        if refusal is not None:
+            return refusal
+        watched = subscribe.watched
+        if watched != username and not ({watched, "*"} & credentials.may_watch):
+            return self._reject(key, request, source, now, 403, "Forbidden", Reason.WATCH_NOT_ALLOWED, username,
+                                f"{username} may not watch {watched}: its may-watch list does not name it")
+        if self._credentials(watched) is None:
+            return self._finish(key, request, source, now, 404, "Not Found")
+        ticket = next(self._tickets)
+        self._pending[ticket] = _Pending(request, source, key, username, now)
+        return [regevent.StoreSubscription(ticket, subscribe, username, source.transport, source.ip, source.port,
+                                           source.flow, now)]
+
+    def subscription_stored(self, ticket: int, outcome: regevent.SubscribeOutcome, now: float) -> list:
+        pending = self._pending.pop(ticket, None)
+        if pending is None:
+            return []
+        request, source = pending.request, pending.source
+        if outcome.ok:
+            headers = [("Expires", str(outcome.expires)), ("Allow-Events", regevent.EVENT_PACKAGE)]
+            if outcome.contact:
+                headers.append(("Contact", outcome.contact))
+            actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase, headers)
+        else:
+            actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase)
+            if outcome.reason is not None:
+                attempt = self._attempt(request, source, now, "rejected", outcome.reason, outcome.status,
+                                        pending.auth_username, outcome.detail)
+                actions[:0] = self._recorded(attempt)
+        if self._traced(request, source):
+            user = _to_user(request)
+            actions.extend(TraceMessage(now, "out", a.destination, user, a.data)
+                           for a in list(actions) if isinstance(a, SendMessage))
+        return actions
+
+    def subscription_failed(self, ticket: int, now: float) -> list:
+        """The database could not store the subscription: the subscriber retries shortly."""
+        pending = self._pending.pop(ticket, None)
+        if pending is None:
+            return []
+        return self._finish(pending.key, pending.request, pending.source, now, 500, "Server Internal Error",
+                            (("Retry-After", "5"),))
 
 
 _VERDICT_REASONS = {

@@ -25,6 +25,8 @@ class Reason(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     UA_POLICY = "ua_policy"
     BANNED_SOURCE = "banned_source"
+    WATCH_NOT_ALLOWED = "watch_not_allowed"
+    NOT_REGISTERED = "not_registered"
 
 
 EXPLANATIONS = {
@@ -44,4 +46,8 @@ EXPLANATIONS = {
     Reason.BAD_REQUEST: "The REGISTER was malformed.",
     Reason.UA_POLICY: "The phone's User-Agent is not accepted by the third-party User-Agent policy.",
     Reason.BANNED_SOURCE: "The source address is banned.",
+    Reason.WATCH_NOT_ALLOWED: "The extension subscribed to another extension's registrations without permission "
+                              "(its may-watch list does not name it).",
+    Reason.NOT_REGISTERED: "The device subscribed to registration state without a live registration from its "
+                           "address (its REGISTER failed or expired).",
 }

@@ -23,11 +23,17 @@ from django.db import close_old_connections, connections
 
 from registrar import events, live, services
 from registrar.metrics import WorkerCounters
+from registrar.sip.client import T1 as CLIENT_T1
 from registrar.sip.client import Answered, TimedOut
 from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
                                 TraceMessage)
 from registrar.sip.errors import SipError
+from registrar.sip import stun
 from registrar.sip.framing import KeepAlive, StreamFramer
+from registrar.sip.regevent import StoreSubscription
+from registrar.worker import qualify
+from registrar.worker.subscriptions import RegEventNotifier
+from registrar.worker.trunks import TrunkManager
 
 log = logging.getLogger("regis.sip")
 
@@ -53,16 +59,21 @@ def _db_job(function, *args):
 
 
 class Listener:
-    """Parses 'udp:HOST:PORT' / 'tcp:[::1]:PORT'."""
+    """Parses 'udp:HOST:PORT' / 'tcp:[::1]:PORT' / 'tls:HOST:PORT'. A tls: listener
+    serves with its ``tls_context`` (an ssl.SSLContext; registrar.worker.tls makes it)."""
 
-    def __init__(self, text: str):
+    TRANSPORTS = ("udp", "tcp", "tls")
+
+    def __init__(self, text: str, tls_context=None):
         transport, _, rest = text.partition(":")
         host, _, port = rest.rpartition(":")
-        if transport not in ("udp", "tcp") or not host or not port.isdigit():
-            raise ValueError(f"listen address must look like udp:HOST:PORT or tcp:HOST:PORT, not {text!r}")
+        if transport not in self.TRANSPORTS or not host or not port.isdigit():
+            raise ValueError(f"listen address must look like udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT, "
+                             f"not {text!r}")
         self.transport = transport
         self.host = host.strip("[]")
         self.port = int(port)
+        self.tls_context = tls_context
 
     def __str__(self):
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -80,7 +91,19 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data, addr):
         if len(data) > MAX_DATAGRAM:
             return
+        if stun.might_be_stun(data):
+            self._answer_stun(data, addr)
+            return
         self.worker.feed(data, Source("udp", addr[0], addr[1], self))
+
+    def _answer_stun(self, data, addr):
+        """RFC 5626 §4.4.2 keep-alive: answered here, the SIP core never sees it."""
+        answer = stun.binding_response(data, addr[0], addr[1])
+        if answer is None or self.transport is None:
+            return
+        self.transport.sendto(answer, addr)
+        status = 200 if answer[:2] == b"\x01\x01" else 420
+        self.worker.counters.responses[("STUN Binding", status)] += 1
 
     def send(self, data, destination):
         if self.transport is not None:
@@ -154,6 +177,15 @@ class _TcpConnection(asyncio.Protocol):
         self.transport = None
 
 
+class _TlsConnection(_TcpConnection):
+    """One TLS flow: a TCP flow whose bytes asyncio has already decrypted. It exists
+    only once the handshake succeeded, so a failed handshake or a plain-TCP client on
+    the TLS port never reaches the worker (asyncio closes it, bounded by the
+    handshake timeout)."""
+
+    transport_name = "tls"
+
+
 UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
 
 
@@ -206,7 +238,8 @@ def _registration_events(batch, outcomes, now):
 class SipWorker:
     def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print,
                  tcp_message_timeout: float = TCP_MESSAGE_TIMEOUT, tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
-                 max_tcp_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE, reuse_port: bool = False):
+                 max_tcp_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE, reuse_port: bool = False,
+                 client_t1: float = CLIENT_T1):
         self.reuse_port = reuse_port
         self.tcp_message_timeout = tcp_message_timeout
         self.tcp_idle_timeout = tcp_idle_timeout
@@ -216,7 +249,7 @@ class SipWorker:
         self.announce = announce
         self.credentials = {}
         self.core = RegistrarCore(realm=realm, secret=secret, credentials=self._lookup_credentials,
-                                  own_addresses=_own_addresses(self.listeners))
+                                  own_addresses=_own_addresses(self.listeners), client_t1=client_t1)
         self.connections = set()
         self.connections_per_source = {}
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regis-db")
@@ -292,6 +325,8 @@ class SipWorker:
                 self.counters.sent(action.data)
             elif isinstance(action, StoreRegistration):
                 self._store_queue.append(action)
+            elif isinstance(action, StoreSubscription):
+                self.regevent.store(action)
             elif isinstance(action, RecordAttempt):
                 self._attempt_queue.append(action.attempt)
             elif isinstance(action, BanSource):
@@ -314,6 +349,17 @@ class SipWorker:
         self._perform(self.core.send_request(data=data, destination=destination, branch=branch, method=method,
                                              context=context, now=time.time()))
         self._schedule_tick()
+
+    def udp_endpoint_for(self, family):
+        """The listening UDP endpoint for an address family (AF_INET / AF_INET6), or None."""
+        want_v6 = family == socket.AF_INET6
+        for listening in self._servers:
+            if not hasattr(listening, "sendto") or listening.is_closing():
+                continue
+            sockname = listening.get_extra_info("sockname")
+            if sockname is not None and (":" in sockname[0]) == want_v6:
+                return listening.get_protocol()
+        return None
 
     def _schedule_tick(self) -> None:
         deadline = self.core.next_deadline()
@@ -372,6 +418,7 @@ class SipWorker:
             for item, outcome in zip(batch, outcomes):
                 actions.extend(self.core.registration_stored(item.ticket, outcome, now))
             live.publish_from_loop(_registration_events(batch, outcomes, now))
+            self.regevent.nudge(batch, outcomes)
         self._perform(actions)
         if self._store_queue and not self._storing:
             self._start_store_batch()
@@ -438,6 +485,7 @@ class SipWorker:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.regevent = RegEventNotifier(self)
         await self.refresh_caches()
         ended = await self.loop.run_in_executor(self.db, _db_job, services.end_orphaned_flows, self.hostname)
         if ended:
@@ -452,15 +500,31 @@ class SipWorker:
                     listener.port = transport.get_extra_info("sockname")[1]
                 self._servers.append(transport)
             else:
+                tls = {}
+                if listener.transport == "tls":
+                    if listener.tls_context is None:
+                        raise ValueError(f"{listener} has no certificate (registrar.worker.tls.server_context)")
+                    # A client that never completes its handshake holds a socket no longer
+                    # than one that never completes a message.
+                    tls = {"ssl": listener.tls_context, "ssl_handshake_timeout": self.tcp_message_timeout}
+                flow_class = _TlsConnection if listener.transport == "tls" else _TcpConnection
                 server = await self.loop.create_server(
-                    lambda: _TcpConnection(self), listener.host, listener.port, reuse_address=True,
-                    reuse_port=self.reuse_port or None)
+                    lambda flow_class=flow_class: flow_class(self), listener.host, listener.port,
+                    reuse_address=True, reuse_port=self.reuse_port or None, **tls)
                 if listener.port == 0:
                     listener.port = server.sockets[0].getsockname()[1]
                 self._servers.append(server)
         self._poller = asyncio.ensure_future(self._poll_forever())
+        await self.regevent.start()
+        self.qualifier = qualify.Qualifier(self)
+        self.qualifier.start()
+        self.trunks = TrunkManager(self)
+        self.trunks.start()
 
     async def stop(self) -> None:
+        await self.qualifier.stop()
+        await self.regevent.stop()
+        await self.trunks.stop()
         self._poller.cancel()
         for server in self._servers:
             server.close()

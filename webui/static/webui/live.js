@@ -130,21 +130,26 @@
   function concerns(event) {
     switch (page) {
       case "dashboard":
-        // Bans and soft parameters change the policy notices.
+        // Bans and soft parameters change the policy notices; trunk events the trunk counts.
         return event.type === "registration" || event.type === "attempt" || event.type === "ban" ||
-          event.type === "softparam";
+          event.type === "softparam" || event.type === "trunk";
       case "bans":
         return event.type === "ban";
       case "trace":
         return event.type === "registration" || event.type === "attempt" ||
           (event.type === "softparam" && (event.number === 310 || event.number === 311));
       case "registrations":
-        return event.type === "registration";
+        // A qualify event: a contact's status or round-trip time changed in its row.
+        return event.type === "registration" || event.type === "qualify";
       case "attempts":
         // Later pages would shift under the reader's eyes; they catch up on navigation.
         return event.type === "attempt" && !onLaterPage();
+      case "trunks":
+        return event.type === "trunk";
+      case "trunk":
+        return event.type === "trunk" && String(event.id) === body.dataset.trunk;
       case "extension":
-        return (event.type === "registration" || event.type === "attempt") &&
+        return (event.type === "registration" || event.type === "attempt" || event.type === "qualify") &&
           event.extension === body.dataset.extension;
     }
     return false;
