@@ -73,6 +73,20 @@ def _fix(reason: Reason, extension_number: str, policy, sample) -> tuple[str, in
         Reason.NOT_REGISTERED: ("Make the device register first (fix its REGISTER's failure above): a device may "
                                 "subscribe to registration state only while it is registered from that address.",
                                 None),
+        Reason.TOKEN_INACTIVE: ("Get a new token from the authorization server for the phone (this one was revoked "
+                                "or never issued there).", None),
+        Reason.TOKEN_EXPIRED: ("The app must refresh its OAuth token before it expires and send the new one.", None),
+        Reason.TOKEN_INVALID: (f"Check the OAuth server setting of extension {extension_number}: its JWKS URL, "
+                               "issuer and audience must match the tokens the app gets.", None),
+        Reason.TOKEN_USER_MISMATCH: (f"The token is for another user: log the app in as {extension_number}.", None),
+        Reason.TOKEN_SCOPE: ("Grant the app the scope the OAuth server setting requires, or clear that "
+                             "requirement.", None),
+        Reason.AUTH_SERVER_FAILED: ("Check that the OAuth authorization server is up and reachable from Regis "
+                                    "(its URL, client credentials and timeout on the OAuth servers page).", None),
+        Reason.BEARER_NOT_ALLOWED: (f"Set extension {extension_number}'s authentication mode to bearer or either, "
+                                    "with an OAuth server, or configure the app with the SIP password.", None),
+        Reason.DIGEST_NOT_ALLOWED: (f"Configure the app to log in with OAuth, or set extension {extension_number}'s "
+                                    "authentication mode to digest or either.", None),
     }
     return fixes[reason]
 

@@ -6,8 +6,10 @@ Every call here blocks (up to the server's timeout): runsip calls it from a thre
 as :class:`~registrar.sip.bearer.Verdict`s with a server-failure reason (timeout,
 HTTP status, refused, bad JSON), which the core answers with 503 — never a 200.
 """
+import asyncio
 import base64
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -15,8 +17,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from registrar.sip.bearer import Failure, OAuthServerConfig, Verdict, introspection_verdict, verify_jwt
+
+log = logging.getLogger("regis.oauth")
 
 MAX_BODY = 1 << 20
 # An unknown key id makes us fetch the JWKS again, but not more often than this: tokens
@@ -137,3 +142,24 @@ def verify_token(server: OAuthServerConfig, token: str, jwks_cache: JwksCache, n
     if server.mode == "jwks":
         return jwks_cache.verify(server, token, now)
     return introspect(server, token, now)
+
+
+class TokenVerifier:
+    """What an event-loop adapter (runsip, the websocket door) uses to answer the core's
+    :class:`~registrar.sip.bearer_auth.VerifyToken`: the blocking HTTP runs in a small
+    pool of its own threads — never on the loop, never in the database thread."""
+
+    def __init__(self, max_threads: int = 8):
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="regis-oauth")
+        self.jwks = JwksCache()
+
+    async def verdict(self, server: OAuthServerConfig, token: str) -> Verdict:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, verify_token, server, token, self.jwks)
+        except Exception as error:  # an adapter must always get a verdict back to the core
+            log.exception("verifying a bearer token with %s failed", server.name)
+            return Verdict(Failure.INTROSPECTION_REFUSED, f"unexpected error: {error}")
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

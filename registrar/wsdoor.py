@@ -30,7 +30,9 @@ import time
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from registrar import events, live, services
+from registrar import events, live, services, sipconfig
+from registrar.oauth_client import TokenVerifier
+from registrar.sip.bearer_auth import VerifyToken
 from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
                                 TraceMessage)
 from registrar.sip.regevent import StoreSubscription, SubscribeOutcome
@@ -49,16 +51,6 @@ def nonce_secret() -> bytes:
     return hashlib.sha256(b"regis-sip-nonce:" + settings.SECRET_KEY.encode()).digest()
 
 
-def _read_changes(versions):
-    """In a database thread: what changed since ``versions`` (as the SIP worker reads it)."""
-    extensions_version, parameters_version, bans_version = versions
-    new_versions = (services.extensions_version(), services.soft_parameters_version(), services.bans_version())
-    snapshot = services.credentials_snapshot() if new_versions[0] != extensions_version else None
-    policy = services.current_policy() if new_versions[1] != parameters_version else None
-    bans = services.active_bans() if new_versions[2] != bans_version else None
-    return new_versions, snapshot, policy, bans
-
-
 class WebSocketDoor:
     def __init__(self, *, realm: str, secret: bytes, commit_batch: int = 500, max_per_source: int = 100):
         self.loop = asyncio.get_running_loop()
@@ -67,7 +59,8 @@ class WebSocketDoor:
         self.credentials = {}
         # Nothing is exempt from bans and rate limits: every websocket peer is a phone.
         self.core = RegistrarCore(realm=realm, secret=secret, credentials=self.credentials.get)
-        self._versions = (None, None, None)
+        self._versions = None
+        self.tokens = TokenVerifier()
         self._checked_at = None
         self._refreshing = None
         # Bindings left by websockets of a dead web process on this host end at our start.
@@ -118,6 +111,10 @@ class WebSocketDoor:
             self._start_draining()
 
     # -- actions -----------------------------------------------------------------------
+    async def _verify_token(self, question: VerifyToken) -> None:
+        verdict = await self.tokens.verdict(question.server, question.token)
+        self._perform(self.core.token_verified(question.server.id, question.token, verdict, time.time()))
+
     def _perform(self, actions) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
@@ -130,6 +127,8 @@ class WebSocketDoor:
                 self._bans.append(action.ban)
             elif isinstance(action, TraceMessage):
                 self._traced.append(action)
+            elif isinstance(action, VerifyToken):
+                self._spawn(self._verify_token(action))
             elif isinstance(action, StoreSubscription):
                 # NOTIFYs are sent by runsip, which cannot reach a browser's websocket (the
                 # web process holds it): refuse rather than accept a subscription nobody
@@ -220,7 +219,11 @@ class WebSocketDoor:
 
     async def _refresh(self) -> None:
         try:
-            self._versions, snapshot, policy, bans = await database_sync_to_async(_read_changes)(self._versions)
+            changes = await database_sync_to_async(sipconfig.changes_since)(self._versions)
+            self._versions, snapshot, policy, bans = (changes.versions, changes.credentials, changes.policy,
+                                                      changes.bans)
+            if changes.oauth is not None:
+                self.core.set_oauth(*changes.oauth, cache_seconds=settings.OAUTH_CACHE_SECONDS)
             if snapshot is not None:
                 # The core looks credentials up through this dict's ``get``: update it in place.
                 self.credentials.clear()

@@ -107,3 +107,24 @@ def celery_eager():
 
     yield set_eager
     conf.task_always_eager = before
+
+
+@pytest.fixture
+def authorization_server(transactional_db, settings):
+    """daphne serving Regis (and /o/) on loopback, on the committed test database."""
+    from django.conf import settings as django_settings
+
+    from tests import browser as web
+    from tests import e2e
+
+    settings.SIP_DOMAIN = e2e.SIP_DOMAIN
+    settings.SIP_REALM = e2e.SIP_DOMAIN
+    relay = web.relay_socket_path()
+    env = web.process_environment(e2e.database_url(django_settings.DATABASES["default"]), relay)
+    daphne = web.Daphne(env)
+    try:
+        daphne.start()
+        yield daphne
+    finally:
+        daphne.stop()
+        web.remove_relay_socket(relay)

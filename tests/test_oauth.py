@@ -384,22 +384,6 @@ def test_an_unreachable_jwks_is_a_server_failure(signing):
 
 
 # -- Regis as its own authorization server (django-oauth-toolkit over HTTP) -------------
-@pytest.fixture
-def authorization_server(transactional_db, settings):
-    """daphne serving Regis (and /o/) on loopback, on the committed test database."""
-    settings.SIP_DOMAIN = e2e.SIP_DOMAIN
-    settings.SIP_REALM = e2e.SIP_DOMAIN
-    relay = web.relay_socket_path()
-    env = web.process_environment(e2e.database_url(django_settings.DATABASES["default"]), relay)
-    daphne = web.Daphne(env)
-    try:
-        daphne.start()
-        yield daphne
-    finally:
-        daphne.stop()
-        web.remove_relay_socket(relay)
-
-
 def _post(url, fields, client_id, client_secret):
     request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST", headers={
         "Authorization": "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode(),

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Callable, Mapping
 
-from registrar.sip import client, digest, regevent
+from registrar.sip import bearer, client, digest, regevent
+from registrar.sip.bearer_auth import BearerAuthentication
 from registrar.sip.errors import SipError
 from registrar.sip.message import Request, check_request, parse_message
 from registrar.sip.policy import Policy
@@ -140,7 +141,7 @@ class _Pending:
     register: RegisterRequest | None = None
 
 
-class RegistrarCore:
+class RegistrarCore(BearerAuthentication):
     def __init__(self, *, realm: str, secret: bytes, credentials: Callable[[str], Credentials | None],
                  policy: Policy = Policy(), own_addresses=(), client_t1: float = client.T1):
         self.realm = realm
@@ -155,6 +156,7 @@ class RegistrarCore:
         self._pending: dict[int, _Pending] = {}
         self._tickets = itertools.count(1)
         self._nonce_counter = itertools.count(1)
+        self._init_bearer()
         self.set_policy(policy)
 
     # -- configuration ---------------------------------------------------------------
@@ -264,10 +266,30 @@ class RegistrarCore:
     # -- authentication (every method that needs it) -------------------------------------
     def _authenticate(self, key, request: Request, source: Source, now: float):
         """Digest authentication of any request: (credentials, username, None) when it passes,
-        (None, username, actions) when the answer is a challenge or a refusal, recorded."""
+        (None, username, actions) when the answer is a challenge or a refusal, recorded.
+        Extensions set to take OAuth tokens go through :mod:`registrar.sip.bearer_auth`."""
+        values = request.headers.get_all("Authorization")
+        bearer_value = next((value for value in values if bearer.is_bearer(value)), None)
+        auth, server = self._bearer_setup(request) if self._extension_auth else (None, None)
+        if auth is not None:
+            if bearer_value is not None:
+                return self._bearer_authenticate(key, request, source, now, bearer_value, auth, server)
+            if not auth.digest_allowed:
+                challenge = self._finish(key, request, source, now, 401, "Unauthorized",
+                                         self._bearer_challenge_values(server))
+                if not values:
+                    return None, "", challenge
+                attempt = self._attempt(request, source, now, "challenged", Reason.DIGEST_NOT_ALLOWED, 401, "",
+                                        "the extension takes OAuth bearer tokens only")
+                return None, "", [*self._recorded(attempt), *challenge]
+        elif bearer_value is not None and not any(value[:7].lower() == "digest " for value in values):
+            attempt = self._attempt(request, source, now, "challenged", Reason.BEARER_NOT_ALLOWED, 401, "",
+                                    "the extension is not set to take OAuth bearer tokens")
+            return None, "", [*self._recorded(attempt), *self._challenge(key, request, source, now)]
+        bearer_server = server if auth is not None else None
         authorization = self._pick_authorization(request)
         if authorization is None:
-            return None, "", self._challenge(key, request, source, now)
+            return None, "", self._challenge(key, request, source, now, bearer_server=bearer_server)
         try:
             credentials = digest.parse_authorization(authorization)
         except digest.MalformedCredentials as error:
@@ -288,7 +310,8 @@ class RegistrarCore:
             reason = Reason.UNKNOWN_USER
         elif reason is Reason.WRONG_PASSWORD and not extension.enabled:
             reason = Reason.DISABLED_EXTENSION
-        challenge = self._challenge(key, request, source, now, stale=verdict is digest.Verdict.STALE_NONCE)
+        challenge = self._challenge(key, request, source, now, stale=verdict is digest.Verdict.STALE_NONCE,
+                                    bearer_server=bearer_server)
         detail = {Reason.UNKNOWN_USER: f"no extension {credentials.username!r}",
                   Reason.DISABLED_EXTENSION: f"extension {credentials.username!r} is disabled"}.get(
             reason, verification.detail)
@@ -378,7 +401,7 @@ class RegistrarCore:
 
     # -- answers ---------------------------------------------------------------------
     def _pick_authorization(self, request):
-        values = request.headers.get_all("Authorization")
+        values = [value for value in request.headers.get_all("Authorization") if not bearer.is_bearer(value)]
         if not values:
             return None
         for value in values:
@@ -386,12 +409,18 @@ class RegistrarCore:
                 return value
         return values[0]
 
-    def _challenge(self, key, request, source, now, stale=False):
+    def _digest_challenge_values(self, now, stale=False):
         # Two challenges in the same microsecond must still differ, or the second
         # phone's nc=1 would look like a replay of the first's.
         nonce = self._nonces.issue(now, entropy=next(self._nonce_counter).to_bytes(8, "big"))
-        headers = [("WWW-Authenticate", value) for value in
-                   digest.challenge_values(self.realm, nonce, self._opaque, self.policy.digest_algorithms, stale)]
+        return [("WWW-Authenticate", value) for value in
+                digest.challenge_values(self.realm, nonce, self._opaque, self.policy.digest_algorithms, stale)]
+
+    def _challenge(self, key, request, source, now, stale=False, bearer_server=None):
+        headers = self._digest_challenge_values(now, stale)
+        if bearer_server is not None:
+            # Digest first: clients that take the first challenge (SIPp) keep working.
+            headers += self._bearer_challenge_values(bearer_server)
         return self._finish(key, request, source, now, 401, "Unauthorized", headers)
 
     def _reject(self, key, request, source, now, status, phrase, reason, auth_username, detail=""):

@@ -27,6 +27,14 @@ class Reason(enum.StrEnum):
     BANNED_SOURCE = "banned_source"
     WATCH_NOT_ALLOWED = "watch_not_allowed"
     NOT_REGISTERED = "not_registered"
+    TOKEN_INACTIVE = "token_inactive"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_INVALID = "token_invalid"
+    TOKEN_USER_MISMATCH = "token_user_mismatch"
+    TOKEN_SCOPE = "token_scope"
+    AUTH_SERVER_FAILED = "auth_server_failed"
+    BEARER_NOT_ALLOWED = "bearer_not_allowed"
+    DIGEST_NOT_ALLOWED = "digest_not_allowed"
 
 
 EXPLANATIONS = {
@@ -48,6 +56,17 @@ EXPLANATIONS = {
     Reason.BANNED_SOURCE: "The source address is banned.",
     Reason.WATCH_NOT_ALLOWED: "The extension subscribed to another extension's registrations without permission "
                               "(its may-watch list does not name it).",
+    Reason.TOKEN_INACTIVE: "The OAuth authorization server says the bearer token is not active (revoked, or never issued).",
+    Reason.TOKEN_EXPIRED: "The bearer token has expired.",
+    Reason.TOKEN_INVALID: "The bearer token could not be verified (bad signature, wrong issuer or audience, unknown "
+                          "key, not yet valid, or malformed).",
+    Reason.TOKEN_USER_MISMATCH: "The bearer token belongs to another user than the address of record.",
+    Reason.TOKEN_SCOPE: "The bearer token lacks the scope the OAuth server setting requires.",
+    Reason.AUTH_SERVER_FAILED: "The OAuth authorization server could not be asked (timeout, HTTP error, refused); "
+                               "the phone was told to retry (503).",
+    Reason.BEARER_NOT_ALLOWED: "The phone sent an OAuth bearer token, but the extension takes digest passwords only.",
+    Reason.DIGEST_NOT_ALLOWED: "The phone answered with a password (digest), but the extension takes OAuth bearer "
+                               "tokens only.",
     Reason.NOT_REGISTERED: "The device subscribed to registration state without a live registration from its "
                            "address (its REGISTER failed or expired).",
 }

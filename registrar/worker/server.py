@@ -19,11 +19,14 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.db import close_old_connections, connections
 
-from registrar import events, live, services
+from registrar import events, live, services, sipconfig
 from registrar.metrics import WorkerCounters
 from registrar.sip.client import T1 as CLIENT_T1
+from registrar.oauth_client import TokenVerifier
+from registrar.sip.bearer_auth import VerifyToken
 from registrar.sip.client import Answered, TimedOut
 from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
                                 TraceMessage)
@@ -259,7 +262,7 @@ class SipWorker:
         self._trace_queue = []
         self._storing = False
         self._recording = False
-        self._versions = (None, None, None)
+        self._versions = None
         self._servers = []
         self._stopping = None
         self.loop = None
@@ -271,6 +274,7 @@ class SipWorker:
         self._ended_flows = []
         self._ending_flows = False
         self._ticker = None
+        self.tokens = TokenVerifier()
 
     def _lookup_credentials(self, user):
         return self.credentials.get(user)
@@ -333,6 +337,8 @@ class SipWorker:
                 self._ban_queue.append(action.ban)
             elif isinstance(action, TraceMessage):
                 self._trace_queue.append(action)
+            elif isinstance(action, VerifyToken):
+                asyncio.ensure_future(self._verify_token(action))
             elif isinstance(action, Answered):
                 action.context.answered(self, action)
             elif isinstance(action, TimedOut):
@@ -341,6 +347,11 @@ class SipWorker:
             self._start_store_batch()
         if (self._attempt_queue or self._trace_queue) and not self._recording:
             self._start_attempt_flush()
+
+    async def _verify_token(self, question: VerifyToken) -> None:
+        """Ask the authorization server (in the OAuth threads), then let the core go on."""
+        verdict = await self.tokens.verdict(question.server, question.token)
+        self._perform(self.core.token_verified(question.server.id, question.token, verdict, time.time()))
 
     # -- requests we send: client-transaction timers ----------------------------------------
     def send_request(self, *, data: bytes, destination: Source, branch: str, method: str, context) -> None:
@@ -441,26 +452,19 @@ class SipWorker:
             self._start_attempt_flush()
 
     # -- caches kept in step with the database ------------------------------------------
-    def _read_changes(self, versions):
-        """In the database thread: what changed since the versions the loop has seen."""
-        extensions_version, parameters_version, bans_version = versions
-        new_versions = (services.extensions_version(), services.soft_parameters_version(), services.bans_version())
-        snapshot = services.credentials_snapshot() if new_versions[0] != extensions_version else None
-        policy = services.current_policy() if new_versions[1] != parameters_version else None
-        bans = services.active_bans() if new_versions[2] != bans_version else None
-        return new_versions, snapshot, policy, bans
-
     async def refresh_caches(self) -> None:
-        self._versions, snapshot, policy, bans = await self.loop.run_in_executor(
-            self.db, _db_job, self._read_changes, self._versions)
-        if snapshot is not None:
-            self.credentials = snapshot
-            log.info("credentials cache loaded: %d extensions", len(snapshot))
-        if policy is not None:
-            self.core.set_policy(policy)
-            log.info("policy loaded: %s", policy)
-        if bans is not None:
-            self.core.set_bans(bans)
+        changes = await self.loop.run_in_executor(self.db, _db_job, sipconfig.changes_since, self._versions)
+        self._versions = changes.versions
+        if changes.credentials is not None:
+            self.credentials = changes.credentials
+            log.info("credentials cache loaded: %d extensions", len(changes.credentials))
+        if changes.policy is not None:
+            self.core.set_policy(changes.policy)
+            log.info("policy loaded: %s", changes.policy)
+        if changes.bans is not None:
+            self.core.set_bans(changes.bans)
+        if changes.oauth is not None:
+            self.core.set_oauth(*changes.oauth, cache_seconds=settings.OAUTH_CACHE_SECONDS)
 
     def status_report(self) -> dict:
         return {"hostname": socket.gethostname(), "pid": os.getpid(),
@@ -541,6 +545,7 @@ class SipWorker:
             log.warning("could not remove this worker's status row", exc_info=True)
         await self.loop.run_in_executor(self.db, connections.close_all)
         self.db.shutdown(wait=True)
+        self.tokens.shutdown()
 
     async def run(self) -> None:
         await self.start()
