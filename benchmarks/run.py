@@ -473,7 +473,7 @@ class Sipp:
 
     def __init__(self, port: int, workdir: Path, users_csv: Path, *, rate: float, calls: int, timeout: float,
                  multi_socket: bool = False, limit: int | None = None, local_port: int | None = None,
-                 recv_timeout: int = 5):
+                 recv_timeout: int = 5, scenario: Path = SCENARIO):
         sipp = shutil.which("sipp")
         if sipp is None:
             raise RuntimeError("sipp is not installed (apt-get install sip-tester)")
@@ -484,7 +484,7 @@ class Sipp:
         self.calls = calls
         self.timeout = timeout
         self.command = [
-            sipp, f"{LOOPBACK}:{port}", "-sf", str(SCENARIO), "-i", LOOPBACK,
+            sipp, f"{LOOPBACK}:{port}", "-sf", str(scenario), "-i", LOOPBACK,
             "-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit or max(1000, int(rate * 3))),
             "-nostdin", "-timeout", f"{int(timeout)}s", "-recv_timeout", f"{recv_timeout}s", "-auth_uri", DOMAIN,
             "-max_non_invite_retrans", str(5 if recv_timeout <= 5 else 10),
