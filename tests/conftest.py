@@ -128,3 +128,58 @@ def authorization_server(transactional_db, settings):
     finally:
         daphne.stop()
         web.remove_relay_socket(relay)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One headless Debian chromium per browser test module (tests/browser.py has the flags).
+
+    Playwright's sync API keeps an asyncio loop marked as running in this thread, which
+    Django's ORM guard mistakes for async code; the ORM calls in these tests are plain
+    synchronous ones between Playwright calls, so the guard is lifted while the browser is
+    up (Django's documented escape hatch, DJANGO_ALLOW_ASYNC_UNSAFE)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests import browser as web
+
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = web.launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def bearer_setup(authorization_server):
+    """Extensions 1001 and 1002 in bearer mode against daphne's own /o/ (django-oauth-toolkit):
+    (token(number) by the password grant over HTTP, revoke(token), the daphne)."""
+    import json
+
+    from registrar import oauth, services
+    from registrar.models import Extension
+    from tests.test_oauth import _post
+
+    services.create_extension("1001", "sip-pw-1001")
+    services.create_extension("1002", "sip-pw-1002")
+    application, secret = oauth.create_application("webphone")
+    base = authorization_server.url
+    server = oauth.create_server(name="regis", mode="introspection", introspection_url=f"{base}/o/introspect/",
+                                 client_id=application.client_id, client_secret=secret, authz_server=f"{base}/o/",
+                                 timeout_seconds=3)
+    for number in ("1001", "1002"):
+        oauth.set_extension_auth(Extension.objects.get(number=number), auth_mode="bearer", oauth_server=server)
+
+    def token(number):
+        status, body = _post(f"{base}/o/token/", {"grant_type": "password", "username": number,
+                                                  "password": f"sip-pw-{number}", "scope": "sip"},
+                             application.client_id, secret)
+        assert status == 200, body
+        return json.loads(body)["access_token"]
+
+    def revoke(value):
+        status, _ = _post(f"{base}/o/revoke_token/", {"token": value}, application.client_id, secret)
+        assert status == 200
+
+    return token, revoke, authorization_server

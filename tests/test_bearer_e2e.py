@@ -3,47 +3,16 @@ server: Regis's own (django-oauth-toolkit under daphne), tokens obtained over HT
 the password grant, introspected by runsip (UDP) and by the websocket door (ws) over
 HTTP (RFC 7662), revoked over HTTP, and the server stopped.
 """
-import json
-
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 
-from registrar import oauth, services
-from registrar.models import AuthAttempt, Binding, Extension
+from registrar.models import AuthAttempt, Binding
 from tests import e2e
 from tests.e2e import eventually
-from tests.test_oauth import _post
 from tests.test_websocket_sip import WsPhone, phone_socket
 
 CACHE_SECONDS = 2
-
-
-@pytest.fixture
-def bearer_setup(authorization_server):
-    """Extensions 1001 (bearer only) and 1002, a client application, the OAuth server."""
-    services.create_extension("1001", "sip-pw-1001")
-    services.create_extension("1002", "sip-pw-1002")
-    application, secret = oauth.create_application("webphone")
-    base = authorization_server.url
-    server = oauth.create_server(name="regis", mode="introspection", introspection_url=f"{base}/o/introspect/",
-                                 client_id=application.client_id, client_secret=secret, authz_server=f"{base}/o/",
-                                 timeout_seconds=3)
-    for number in ("1001", "1002"):
-        oauth.set_extension_auth(Extension.objects.get(number=number), auth_mode="bearer", oauth_server=server)
-
-    def token(number):
-        status, body = _post(f"{base}/o/token/", {"grant_type": "password", "username": number,
-                                                  "password": f"sip-pw-{number}", "scope": "sip"},
-                             application.client_id, secret)
-        assert status == 200, body
-        return json.loads(body)["access_token"]
-
-    def revoke(value):
-        status, _ = _post(f"{base}/o/revoke_token/", {"token": value}, application.client_id, secret)
-        assert status == 200
-
-    return token, revoke, authorization_server
 
 
 @pytest.fixture

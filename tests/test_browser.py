@@ -30,23 +30,6 @@ SIPP_USER_AGENT = "SIPp regis-e2e"
 WRONG_PASSWORD_SENTENCE = "The password configured on the phone does not match the extension's password."
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """One browser for the module. Playwright's sync API keeps an asyncio loop marked as
-    running in this thread, which Django's ORM guard mistakes for async code; the ORM calls
-    here are plain synchronous ones between Playwright calls, so the guard is lifted while
-    the browser is up (Django's documented escape hatch, DJANGO_ALLOW_ASYNC_UNSAFE)."""
-    from playwright.sync_api import sync_playwright
-
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = web.launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def stack(transactional_db, settings, django_user_model):
     """Admin user, MD5-only digest (SIPp), then daphne and runsip on one relay socket."""

@@ -25,7 +25,7 @@ from registrar.sip.reasons import Reason
 from tests import browser as web
 from tests import e2e
 from tests.e2e import eventually
-from tests.test_browser import ADMIN, chromium, log_in, page, row_text, stack, wait_for, wait_live  # noqa: F401
+from tests.test_browser import ADMIN, log_in, page, row_text, stack, wait_for, wait_live  # noqa: F401
 
 _missing = web.missing_requirements()
 pytestmark = [

@@ -65,21 +65,6 @@ SHOWS_TRANSPORTS = """(wanted) => {
 }""" % json.dumps(TRANSPORT_CELLS)
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Playwright's sync API keeps a loop marked running in this thread; the ORM calls here
-    are plain synchronous ones between Playwright calls (as in tests/test_browser.py)."""
-    from playwright.sync_api import sync_playwright
-
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = web.launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 class Stack:
     def __init__(self, daphne, runsip, certificate):
         self.daphne = daphne

@@ -15,14 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from jwt.algorithms import RSAAlgorithm
 
 from registrar import oauth, oauth_client, services
 from registrar.models import Extension, OAuthServer
 from registrar.sip.bearer import Failure, OAuthServerConfig
-from tests import browser as web
 from tests import e2e
 
 SECRET = "introspection-secret-8841"

@@ -26,20 +26,6 @@ ADMIN_PASSWORD = "browser-pw-7"
 REALM_DETAIL = "realms do not match: server asked for 'asterisk', trunk expects 'pbx.example.com'"
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """One browser for the module (see tests/test_browser.py for why the async guard is lifted)."""
-    from playwright.sync_api import sync_playwright
-
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = web.launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def daphne(transactional_db, settings, django_user_model):
     """The web process alone, on the relay socket this process publishes to."""

@@ -323,21 +323,6 @@ def _browser_requirements():
 _missing_for_browser = _browser_requirements()
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Playwright's sync API keeps a loop marked running in this thread; the ORM calls here
-    are plain synchronous ones between Playwright calls (as in tests/test_browser.py)."""
-    from playwright.sync_api import sync_playwright
-
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = web.launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def web_stack(transactional_db, settings, django_user_model, relay_socket):
     """daphne alone (no runsip: websockets are the web process's door).

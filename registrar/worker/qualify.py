@@ -37,7 +37,7 @@ from registrar import services
 from registrar.sip.client import new_branch, new_tag
 from registrar.sip.core import Source
 # As a module: the server module imports this one, and only needs it once both are loaded.
-from registrar.worker import server
+from registrar.worker import background, server
 
 log = logging.getLogger("regis.sip.qualify")
 
@@ -102,12 +102,7 @@ class Qualifier:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await background.cancel(self._task)
         deadline = time.monotonic() + 5
         while (self._writing or self._results) and time.monotonic() < deadline:
             if not self._writing:

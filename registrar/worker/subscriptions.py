@@ -48,7 +48,7 @@ from registrar.sip.client import new_branch
 from registrar.sip.core import SERVER_NAME, Source
 from registrar.sip.reasons import Reason
 # As a module: the server module imports this one, and only needs it once both are loaded.
-from registrar.worker import server
+from registrar.worker import background, server
 
 log = logging.getLogger("regis.sip.regevent")
 
@@ -258,12 +258,7 @@ class RegEventNotifier:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await background.cancel(self._task)
         deadline = time.monotonic() + 5
         while (self._polling or self._jobs) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

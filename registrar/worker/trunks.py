@@ -19,6 +19,7 @@ from django.conf import settings
 from registrar import trunks as trunk_services
 from registrar.sip.core import Source
 from registrar.sip.uac import SendRegister, TrunkClient, TrunkReport
+from registrar.worker import background
 
 log = logging.getLogger("regis.trunks")
 
@@ -58,12 +59,7 @@ class TrunkManager:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await background.cancel(self._task)
         if self._reports and not self._writing:
             self._flush()
 
