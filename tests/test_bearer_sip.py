@@ -16,11 +16,11 @@ SERVER = bearer.OAuthServerConfig(id=1, name="keycloak", mode="introspection",
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.payload.signature"
 
 
-def harness(mode="bearer", required_scope=""):
+def harness(mode="bearer", required_scope="", methods=bearer.DEFAULT_METHODS):
     h = Harness()
     server = SERVER if not required_scope else bearer.OAuthServerConfig(**{**SERVER.__dict__,
                                                                           "required_scope": required_scope})
-    h.core.set_oauth({1: server}, {"1001": bearer.ExtensionAuth("1001", mode, 1)})
+    h.core.set_oauth({1: server}, {"1001": bearer.ExtensionAuth("1001", mode, 1, frozenset(methods))})
     return h
 
 
@@ -154,3 +154,12 @@ def test_malformed_bearer_is_invalid_request():
     h = harness()
     (response,), _ = feed(h, register(authorization="Bearer not a token"))
     assert response.status == 401 and 'error="invalid_request"' in response.headers.get("WWW-Authenticate")
+
+
+def test_only_the_listed_methods_must_authenticate():
+    # The seed's "register/setup-invite": here the admin lists SUBSCRIBE and INVITE only.
+    h = harness(methods={"SUBSCRIBE", "INVITE"})
+    (response,), questions = feed(h, register())
+    assert questions == [] and response.status == 200
+    (challenged,), _ = feed(harness(), register(call_id="other"))
+    assert challenged.status == 401

@@ -272,6 +272,12 @@ class RegistrarCore(BearerAuthentication):
         bearer_value = next((value for value in values if bearer.is_bearer(value)), None)
         auth, server = self._bearer_setup(request) if self._extension_auth else (None, None)
         if auth is not None:
+            if not auth.must_authenticate(request.method):
+                # The admin listed the methods that must authenticate (the seed's
+                # "register/setup-invite"); this one is not among them.
+                extension = self._credentials(auth.number)
+                if extension is not None and extension.enabled:
+                    return extension, auth.number, None
             if bearer_value is not None:
                 return self._bearer_authenticate(key, request, source, now, bearer_value, auth, server)
             if not auth.digest_allowed:
