@@ -59,9 +59,9 @@ def processes(transactional_db, settings):
     settings.SIP_DOMAIN = settings.SIP_REALM = e2e.SIP_DOMAIN
     started = []
 
-    def start(db_url=None, port=None, **env):
+    def start(db_url=None, port=None, extra_args=(), **env):
         process = e2e.RunSip(db_url or e2e.database_url(django_settings.DATABASES["default"]), port=port,
-                             env={**FAST_TIMERS, **env})
+                             env={**FAST_TIMERS, **env}, extra_args=extra_args)
         started.append(process)
         return process.start()
 
@@ -258,3 +258,22 @@ def test_trunk_over_tcp_keeps_its_connection(processes, upstream_database):
     assert (f"sip:tcp-trunk@127.0.0.1:{local.port};transport=tcp",) in upstream_bindings(upstream_database)
     # Refreshes (every 5 s or so) reuse the connection and keep succeeding.
     assert eventually(lambda: TrunkAttempt.objects.filter(trunk=trunk, status=200).count() >= 2, timeout=15)
+
+
+def test_several_workers_keep_one_registration_per_trunk(processes):
+    """With runsip --workers 2 only the first worker registers trunks: two would register
+    with two Call-IDs and the upstream would see the trunk twice."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        make_trunk(f"sip:127.0.0.1:{upstream.getsockname()[1]}", name="once")
+        processes(extra_args=("--workers", "2"))
+        upstream.settimeout(0.5)
+        call_ids, deadline = set(), time.monotonic() + 4
+        while time.monotonic() < deadline:
+            try:
+                data = upstream.recv(65535)
+            except socket.timeout:
+                continue
+            call_ids |= {line.split(":", 1)[1].strip() for line in data.decode().split("\r\n")
+                         if line.lower().startswith("call-id:")}
+        assert len(call_ids) == 1, call_ids

@@ -242,8 +242,9 @@ class SipWorker:
     def __init__(self, listeners, *, realm: str, secret: bytes, commit_batch: int = 500, announce=print,
                  tcp_message_timeout: float = TCP_MESSAGE_TIMEOUT, tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
                  max_tcp_per_source: int = MAX_TCP_CONNECTIONS_PER_SOURCE, reuse_port: bool = False,
-                 client_t1: float = CLIENT_T1):
+                 client_t1: float = CLIENT_T1, trunks: bool = True):
         self.reuse_port = reuse_port
+        self.runs_trunks = trunks
         self.tcp_message_timeout = tcp_message_timeout
         self.tcp_idle_timeout = tcp_idle_timeout
         self.max_tcp_per_source = max_tcp_per_source
@@ -523,7 +524,8 @@ class SipWorker:
         self.qualifier = qualify.Qualifier(self)
         self.qualifier.start()
         self.trunks = TrunkManager(self)
-        self.trunks.start()
+        if self.runs_trunks:
+            self.trunks.start()
 
     async def stop(self) -> None:
         await self.qualifier.stop()

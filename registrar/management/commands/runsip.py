@@ -41,8 +41,10 @@ class Command(BaseCommand):
                                  "(default: SIP_LISTEN setting)")
         parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the ports")
         parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (set by --workers)")
+        parser.add_argument("--secondary", action="store_true",
+                            help="run no trunk registrations (set by --workers for all but the first worker)")
 
-    def handle(self, *args, listen=None, workers=1, reuse_port=False, **options):
+    def handle(self, *args, listen=None, workers=1, reuse_port=False, secondary=False, **options):
         try:
             listeners = [Listener(text) for text in (listen or settings.SIP_LISTEN)]
         except ValueError as error:
@@ -80,7 +82,7 @@ class Command(BaseCommand):
                            tcp_message_timeout=settings.SIP_TCP_MESSAGE_TIMEOUT,
                            tcp_idle_timeout=settings.SIP_TCP_IDLE_TIMEOUT,
                            max_tcp_per_source=settings.SIP_TCP_MAX_PER_SOURCE, reuse_port=reuse_port,
-                           client_t1=settings.SIP_TIMER_T1_MS / 1000)
+                           client_t1=settings.SIP_TIMER_T1_MS / 1000, trunks=not secondary)
         announce(f"Regis SIP starting ({loop_kind}, realm {settings.SIP_REALM})")
         asyncio.run(worker.run())
 
@@ -96,7 +98,8 @@ class Command(BaseCommand):
         command = [sys.executable, sys.argv[0], "runsip", "--reuse-port"]
         for listener in listeners:
             command += ["--listen", str(listener)]
-        children = [subprocess.Popen(command) for _ in range(count)]
+        # One worker keeps the trunks registered: several would each register with their own Call-ID.
+        children = [subprocess.Popen(command + (["--secondary"] if index else [])) for index in range(count)]
         stopping = []
 
         def stop(signum, frame):
