@@ -59,9 +59,9 @@ def processes(transactional_db, settings):
     settings.SIP_DOMAIN = settings.SIP_REALM = e2e.SIP_DOMAIN
     started = []
 
-    def start(db_url=None, port=None, extra_args=(), **env):
+    def start(db_url=None, port=None, extra_args=(), tls=False, **env):
         process = e2e.RunSip(db_url or e2e.database_url(django_settings.DATABASES["default"]), port=port,
-                             env={**FAST_TIMERS, **env}, extra_args=extra_args)
+                             env={**FAST_TIMERS, **env}, extra_args=extra_args, tls=tls)
         started.append(process)
         return process.start()
 
@@ -277,3 +277,24 @@ def test_several_workers_keep_one_registration_per_trunk(processes):
             call_ids |= {line.split(":", 1)[1].strip() for line in data.decode().split("\r\n")
                          if line.lower().startswith("call-id:")}
         assert len(call_ids) == 1, call_ids
+
+
+def test_trunk_over_tls_to_a_sips_upstream(processes, upstream_database, tmp_path):
+    # The upstream's self-signed certificate is generated into its own data folder; our
+    # side is told not to verify it (TRUNK_TLS_VERIFY=0), as for a lab upstream.
+    upstream = processes(f"sqlite:///{upstream_database}", tls=True, REGIS_DATA_DIR=str(tmp_path),
+                         SIP_TLS_CERT="", SIP_TLS_KEY="")
+    trunk = make_trunk(f"sips:127.0.0.1:{upstream.tls_port}", name="over-tls", contact_user="tls-trunk")
+    processes(TRUNK_TLS_VERIFY="0")
+    registered = eventually(lambda: state_is(trunk, "registered"), timeout=10)
+    assert registered, status(trunk)
+    assert any("tls-trunk" in uri and "transport=tls" in uri for (uri,) in upstream_bindings(upstream_database))
+
+
+def test_a_tls_upstream_with_an_untrusted_certificate_is_a_transport_error(processes, upstream_database, tmp_path):
+    upstream = processes(f"sqlite:///{upstream_database}", tls=True, REGIS_DATA_DIR=str(tmp_path),
+                         SIP_TLS_CERT="", SIP_TLS_KEY="")
+    trunk = make_trunk(f"sips:127.0.0.1:{upstream.tls_port}", name="untrusted")
+    processes()
+    failed = eventually(lambda: state_is(trunk, "failed", "transport"), timeout=10)
+    assert failed and "certificate" in failed.detail.lower(), failed.detail
