@@ -118,7 +118,14 @@ class JwksCache:
             if held is not None and held[0] == server.jwks_url:
                 if not refresh or self._clock() - held[2] < self._min_refresh:
                     return held[1], False
-            jwks = self._fetch(server)
+            try:
+                jwks = self._fetch(server)
+            except ServerFailure:
+                if held is not None and held[0] == server.jwks_url:
+                    # Remember the try, keep the keys: a failing refresh must not turn
+                    # every unknown key id into another fetch.
+                    self._sets[server.id] = (held[0], held[1], self._clock())
+                raise
             self.fetches += 1
             self._sets[server.id] = (server.jwks_url, jwks, self._clock())
             return jwks, True

@@ -240,7 +240,9 @@ def end_orphaned_flows(hostname: str, alive=None) -> int:
     """Bindings on connections of processes of this host that no longer run (a crash or
     restart closed their connections without telling us). Flows are named
     "HOST:PID:..." by :func:`flow_name`."""
-    alive = alive or _process_alive
+    # This process's flows from before are dead too: a restart in a container often
+    # gets the same PID, and this runs before the process has a connection of its own.
+    alive = alive or (lambda pid: pid != os.getpid() and _process_alive(pid))
     prefix = f"{hostname}:"
     dead = set()
     for flow in Binding.objects.filter(flow__startswith=prefix).values_list("flow", flat=True).distinct():

@@ -8,7 +8,7 @@ import pytest
 from registrar.sip import bearer
 from registrar.sip.bearer_auth import VerifyToken
 from registrar.sip.reasons import Reason
-from tests.test_core import NOW, PHONE, REALM, Harness, register
+from tests.test_core import NOW, PHONE, REALM, Harness, answer, register
 
 SERVER = bearer.OAuthServerConfig(id=1, name="keycloak", mode="introspection",
                                   introspection_url="https://auth.example/introspect",
@@ -156,10 +156,23 @@ def test_malformed_bearer_is_invalid_request():
     assert response.status == 401 and 'error="invalid_request"' in response.headers.get("WWW-Authenticate")
 
 
-def test_only_the_listed_methods_must_authenticate():
+def test_a_method_not_listed_goes_the_digest_way_never_unproven():
     # The seed's "register/setup-invite": here the admin lists SUBSCRIBE and INVITE only.
-    h = harness(methods={"SUBSCRIBE", "INVITE"})
+    h = harness("either", methods={"SUBSCRIBE", "INVITE"})
     (response,), questions = feed(h, register())
-    assert questions == [] and response.status == 200
-    (challenged,), _ = feed(harness(), register(call_id="other"))
-    assert challenged.status == 401
+    assert questions == [] and response.status == 401
+    assert all(value.startswith("Digest ") for value in response.headers.get_all("WWW-Authenticate"))
+    (digest_ok,) = [r for r, _ in h.run(h.core.receive(register(
+        authorization=answer(response.headers.get_all("WWW-Authenticate")[-1], "1001", "secret"),
+        cseq=2).encode(), PHONE, NOW), NOW)]
+    assert digest_ok.status == 200
+
+
+def test_a_bearer_only_extension_cannot_use_its_password_for_another_aor():
+    h = harness("bearer")
+    h.core.set_oauth({1: SERVER}, {"1001": bearer.ExtensionAuth("1001", "bearer", 1)})
+    (challenge,), _ = feed(h, register(user="1003"))  # 1003 is no bearer extension: a digest challenge
+    credentials = answer(challenge.headers.get_all("WWW-Authenticate")[-1], "1001", "secret")
+    (refused,), _ = feed(h, register(user="1003", authorization=credentials, cseq=2))
+    assert refused.status == 403
+    assert h.attempts[-1].reason is Reason.DIGEST_NOT_ALLOWED

@@ -217,3 +217,29 @@ def test_bad_targets(text):
     with pytest.raises(SipError):
         target_from_uri(text)
 
+
+
+def test_a_proxy_407_then_a_registrar_401_are_both_answered():
+    # RFC 3261 §22.3: the proxy's credentials go again with the request that answers the registrar.
+    client = TrunkClient(config(), local=LOCAL, now=NOW)
+    first, = client.due(NOW)
+    second, = client.answered(first.branch, respond(
+        first, 407, "Proxy Authentication Required",
+        'Proxy-Authenticate: Digest realm="proxy.example", nonce="p1", qop="auth", algorithm=MD5'), NOW)
+    third, = client.answered(second.branch, respond(
+        second, 401, "Unauthorized", 'WWW-Authenticate: Digest realm="registrar.example", nonce="r1", qop="auth"'),
+        NOW)
+    request = parse_message(third.data)
+    assert 'realm="proxy.example"' in request.headers.get("Proxy-Authorization")
+    assert "nc=00000002" in request.headers.get("Proxy-Authorization")  # the same nonce, counted on
+    assert 'realm="registrar.example"' in request.headers.get("Authorization")
+    assert "nc=00000001" in request.headers.get("Authorization")
+    report, = client.answered(third.branch, respond(third, 200, "OK", "Expires: 600"), NOW)
+    assert report.state == "registered"
+
+
+def test_a_sips_registrar_gets_a_sips_contact():
+    client = TrunkClient(config(registrar=Target("sips", REALM, None, "tls")), local=LOCAL, now=NOW)
+    send, = client.due(NOW)
+    contact = parse_message(send.data).headers.get("Contact")
+    assert contact == "<sips:1001@127.0.0.1:5080>"

@@ -8,6 +8,7 @@ through a closed socket).
 
 No web login is asked for: phones authenticate every REGISTER with digest.
 """
+import collections
 import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -20,6 +21,8 @@ log = logging.getLogger("regis.sip.ws")
 SUBPROTOCOL = "sip"
 # The largest SIP message taken, as on TCP (registrar.sip.framing).
 MAX_MESSAGE_BYTES = 65535
+# Answers waiting for a slow reader; beyond it the socket is closed.
+MAX_OUTBOX = 256
 MESSAGE_TOO_BIG = 1009
 # RFC 5626 §3.5.1 keep-alive: a double CRLF ping is answered with one CRLF pong.
 PING = b"\r\n\r\n"
@@ -40,7 +43,7 @@ class SipConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         transport = "wss" if self._secure() else "ws"
-        self._outbox = []
+        self._outbox = collections.deque()
         self._writing = False
         self.source = self.door.new_source(transport, ip, port or 0, self)
         await self.accept(subprotocol=SUBPROTOCOL)
@@ -71,6 +74,12 @@ class SipConsumer(AsyncWebsocketConsumer):
         """Called by the door (on the loop): queue one SIP message; sent in order."""
         if self.source is None:
             return
+        if len(self._outbox) >= MAX_OUTBOX:
+            # A peer that reads nothing cannot make us hold its answers without bound.
+            log.info("closing ws %s:%s: %d answers unsent", self.source.ip, self.source.port, len(self._outbox))
+            self._outbox.clear()
+            self.door.loop.create_task(self.close())
+            return
         self._outbox.append(data)
         if not self._writing:
             self._writing = True
@@ -79,14 +88,16 @@ class SipConsumer(AsyncWebsocketConsumer):
     async def _write(self):
         try:
             while self._outbox and self.source is not None:
-                data = self._outbox.pop(0)
+                data = self._outbox.popleft()
                 try:
                     # RFC 7118 §5.2: UTF-8 messages go in text frames.
                     await self.send(text_data=data.decode())
                 except UnicodeDecodeError:
                     await self.send(bytes_data=data)
         except Exception:
-            log.info("could not send on ws %s:%s", self.source.ip if self.source else "?", exc_info=True)
+            source = self.source
+            log.info("could not send on ws %s:%s", source.ip if source else "?", source.port if source else "?",
+                     exc_info=True)
         finally:
             self._writing = False
 

@@ -190,7 +190,10 @@ class RegistrarCore(BearerAuthentication):
         except SipError as error:
             return self._answer_unparsable(error, source)
         if not isinstance(message, Request):
-            answered = self._clients.response(message, now)
+            try:
+                answered = self._clients.response(message, now)
+            except SipError:
+                return []  # an answer with a Via we cannot read is no answer of ours
             return [answered] if answered is not None else []
         return self.receive_request(message, source, now, raw=data)
 
@@ -271,13 +274,11 @@ class RegistrarCore(BearerAuthentication):
         values = request.headers.get_all("Authorization")
         bearer_value = next((value for value in values if bearer.is_bearer(value)), None)
         auth, server = self._bearer_setup(request) if self._extension_auth else (None, None)
+        if auth is not None and not auth.must_authenticate(request.method):
+            # The methods the admin listed (the seed's "register/setup-invite") take the
+            # token; any other goes the digest way — never through unproven.
+            auth = server = None
         if auth is not None:
-            if not auth.must_authenticate(request.method):
-                # The admin listed the methods that must authenticate (the seed's
-                # "register/setup-invite"); this one is not among them.
-                extension = self._credentials(auth.number)
-                if extension is not None and extension.enabled:
-                    return extension, auth.number, None
             if bearer_value is not None:
                 return self._bearer_authenticate(key, request, source, now, bearer_value, auth, server)
             if not auth.digest_allowed:
@@ -310,6 +311,12 @@ class RegistrarCore(BearerAuthentication):
         )
         verdict = verification.verdict
         if verdict is digest.Verdict.OK:
+            own_auth = self._extension_auth.get(credentials.username)
+            if own_auth is not None and not own_auth.digest_allowed and own_auth.must_authenticate(request.method):
+                # A bearer-only extension's password proves nothing, whichever AOR it is used for.
+                return None, credentials.username, self._reject(
+                    key, request, source, now, 403, "Forbidden", Reason.DIGEST_NOT_ALLOWED, credentials.username,
+                    f"extension {credentials.username!r} takes OAuth bearer tokens only")
             return extension, credentials.username, None
         reason = _VERDICT_REASONS[verdict]
         if reason is Reason.WRONG_PASSWORD and extension is None:
@@ -528,10 +535,14 @@ class RegistrarCore(BearerAuthentication):
         if pending is None:
             return []
         request, source = pending.request, pending.source
-        if outcome.ok:
-            headers = [("Expires", str(outcome.expires)), ("Allow-Events", regevent.EVENT_PACKAGE)]
-            if outcome.contact:
-                headers.append(("Contact", outcome.contact))
+        if outcome.ok and not outcome.contact:
+            # RFC 3261 §12.1.1: a dialog-creating 2xx needs our Contact; without one
+            # (the connection went meanwhile) the subscriber must try again.
+            actions = self._finish(pending.key, request, source, now, 500, "Server Internal Error",
+                                   (("Retry-After", "5"),))
+        elif outcome.ok:
+            headers = [("Expires", str(outcome.expires)), ("Allow-Events", regevent.EVENT_PACKAGE),
+                       ("Contact", outcome.contact)]
             actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase, headers)
         else:
             actions = self._finish(pending.key, request, source, now, outcome.status, outcome.phrase)

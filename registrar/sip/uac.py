@@ -191,13 +191,17 @@ class TrunkClient:
         self.failures = 0
         self.backoff_first, self.backoff_cap = backoff_first, backoff_cap
         self.inflight: str | None = None  # branch of the REGISTER awaiting its answer
-        # Whether the REGISTER in flight carries our answer to a challenge: a second
-        # challenge then means the credentials are wrong (Regis, like many servers,
-        # challenges a wrong answer afresh, with a new nonce).
-        self._answered = False
+        # The challenges answered in this exchange, by the header that answers them: a
+        # proxy's 407 and the registrar's 401 may both come, and each answer is sent
+        # again with every later request of the exchange (RFC 3261 §22.3).
+        self._challenges: dict[str, Challenge] = {}
+        # Which of them the REGISTER in flight answers: the same one challenging again
+        # means the credentials are wrong (Regis, like many servers, challenges a wrong
+        # answer afresh, with a new nonce).
+        self._answered: set[str] = set()
+        self._nonce_counts: dict[str, int] = {}
         self._expires = config.expires
         self._unregistering = False
-        self._nc = 0
         self.finished = False  # unregistered for good: the adapter may forget this client
 
     # -- inputs --------------------------------------------------------------------
@@ -205,6 +209,7 @@ class TrunkClient:
         """The adapter's timer fired (or it polls): send what is due."""
         if self.inflight is not None or self.wake_at is None or now < self.wake_at:
             return []
+        self._challenges.clear()
         return [self._register(now, self._expires)]
 
     def register_now(self, now: float) -> list:
@@ -221,6 +226,7 @@ class TrunkClient:
         if self.state == "registered" and self.registered_until > now:
             self._unregistering = True
             self.inflight = None
+            self._challenges.clear()
             return [self._register(now, 0)]
         self.finished = True
         return [self._report(now, "disabled")]
@@ -282,19 +288,16 @@ class TrunkClient:
                                   f"'{config.expected_realm}'")
             challenges = matching
         challenge = challenges[0]
-        if self._answered and not challenge.stale:
+        header = "Proxy-Authorization" if response.status == 407 else "Authorization"
+        if header in self._answered and not challenge.stale:
             return self._fail(now, "bad_credentials", response,
                               f"the server rejected the password of '{config.auth_username}' for realm "
                               f"'{challenge.realm}' ({response.status} again after our answer)")
         if config.password is None:
             return self._fail(now, "unreadable_password", response,
                               "the stored password cannot be decrypted: was SECRET_KEY changed? Set it again")
-        self._nc += 1
-        authorization = answer_challenge(
-            challenge, username=config.auth_username, password=config.password, method="REGISTER",
-            uri=config.registrar.uri(), nc=self._nc, cnonce=secrets.token_hex(8))
-        header = "Proxy-Authorization" if response.status == 407 else "Authorization"
-        return [self._register(now, 0 if self._unregistering else self._expires, (header, authorization))]
+        self._challenges[header] = challenge
+        return [self._register(now, 0 if self._unregistering else self._expires)]
 
     def _registered(self, response, now):
         self.failures = 0
@@ -340,17 +343,32 @@ class TrunkClient:
         return [self._report(now, state, response, cause=cause, detail=detail, finished=True)]
 
     # -- output ----------------------------------------------------------------------
-    def _register(self, now, expires, authorization=None) -> SendRegister:
+    def _authorizations(self) -> list[str]:
+        config = self.config
+        lines = []
+        for header, challenge in self._challenges.items():
+            # RFC 7616 §3.4: nc counts the requests sent with this nonce, from 1.
+            count = self._nonce_counts[challenge.nonce] = self._nonce_counts.get(challenge.nonce, 0) + 1
+            if len(self._nonce_counts) > 16:
+                self._nonce_counts = {challenge.nonce: count}
+            lines.append(f"{header}: " + answer_challenge(
+                challenge, username=config.auth_username, password=config.password, method="REGISTER",
+                uri=config.registrar.uri(), nc=count, cnonce=secrets.token_hex(8)))
+        return lines
+
+    def _register(self, now, expires) -> SendRegister:
         config = self.config
         self.cseq += 1
         branch = new_branch()
         self.inflight = branch
-        self._answered = authorization is not None
+        self._answered = set(self._challenges)
         transport = config.destination.transport
         host, port = self.local
         host_text = f"[{host}]" if ":" in host else host
         aor = f"sip:{config.aor_user}@{config.aor_domain}"
-        contact_params = "" if transport == "udp" else f";transport={transport}"
+        # RFC 3261 §8.1.1.8: a sips: Request-URI wants a SIPS Contact (RFC 5630: no transport param).
+        contact_scheme = "sips" if config.registrar.scheme == "sips" else "sip"
+        contact_params = "" if transport == "udp" or contact_scheme == "sips" else f";transport={transport}"
         lines = [
             f"REGISTER {config.registrar.uri()} SIP/2.0",
             f"Via: SIP/2.0/{transport.upper()} {host_text}:{port};branch={branch};rport",
@@ -359,13 +377,12 @@ class TrunkClient:
             f"To: <{aor}>",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} REGISTER",
-            f"Contact: <sip:{config.contact_user}@{host_text}:{port}{contact_params}>",
+            f"Contact: <{contact_scheme}:{config.contact_user}@{host_text}:{port}{contact_params}>",
             f"Expires: {expires}",
         ]
         if config.proxy is not None:
             lines.append(f"Route: <{config.proxy.uri()};lr>")
-        if authorization is not None:
-            lines.append(f"{authorization[0]}: {authorization[1]}")
+        lines += self._authorizations()
         lines += ["User-Agent: Regis", "Content-Length: 0"]
         if self.state != "registered" and not self._unregistering:
             self.state = "registering"

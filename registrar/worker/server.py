@@ -136,6 +136,8 @@ class _TcpConnection(asyncio.Protocol):
         ip, port = transport.get_extra_info("peername")[:2]
         self.source = Source(self.transport_name, ip, port, self, self.worker.new_flow_name(self.transport_name))
         if not self.worker.accept_connection(self):
+            # Refused before it carried anything: nothing to end when it goes.
+            self.source = None
             transport.abort()
             return
         self._touch()
@@ -274,6 +276,7 @@ class SipWorker:
         self._flow_serial = itertools.count(1)
         self._ended_flows = []
         self._ending_flows = False
+        self._open_flows = set()
         self._ticker = None
         self.tokens = TokenVerifier()
 
@@ -287,6 +290,7 @@ class SipWorker:
                 or self.core.guard.is_banned(ip, time.time())):
             return False
         self.connections.add(connection)
+        self._open_flows.add(connection.source.flow)
         self.connections_per_source[ip] = self.connections_per_source.get(ip, 0) + 1
         return True
 
@@ -301,6 +305,7 @@ class SipWorker:
                 self._start_ending_flows()
         if connection in self.connections:
             self.connections.discard(connection)
+            self._open_flows.discard(connection.source.flow)
             ip = connection.source.ip
             remaining = self.connections_per_source.get(ip, 1) - 1
             if remaining:
@@ -340,14 +345,23 @@ class SipWorker:
                 self._trace_queue.append(action)
             elif isinstance(action, VerifyToken):
                 asyncio.ensure_future(self._verify_token(action))
-            elif isinstance(action, Answered):
-                action.context.answered(self, action)
-            elif isinstance(action, TimedOut):
-                action.context.timed_out(self)
+            elif isinstance(action, (Answered, TimedOut)):
+                self._conclude(action)
         if self._store_queue and not self._storing:
             self._start_store_batch()
         if (self._attempt_queue or self._trace_queue) and not self._recording:
             self._start_attempt_flush()
+
+    def _conclude(self, action) -> None:
+        """A request of ours ended: its sender decides what follows. A failing sender must
+        not cost the actions after it (the core has already forgotten them)."""
+        try:
+            if isinstance(action, Answered):
+                action.context.answered(self, action)
+            else:
+                action.context.timed_out(self)
+        except Exception:
+            log.exception("handling the end of %r failed", action.context)
 
     async def _verify_token(self, question: VerifyToken) -> None:
         """Ask the authorization server (in the OAuth threads), then let the core go on."""
@@ -431,6 +445,13 @@ class SipWorker:
                 actions.extend(self.core.registration_stored(item.ticket, outcome, now))
             live.publish_from_loop(_registration_events(batch, outcomes, now))
             self.regevent.nudge(batch, outcomes)
+            # A connection that closed while its REGISTER waited for this batch was ended
+            # before the binding existed: end it again now that it does.
+            late = {item.origin.flow for item in batch if item.origin.flow and item.origin.flow not in self._open_flows}
+            if late:
+                self._ended_flows.extend(late)
+                if not self._ending_flows:
+                    self._start_ending_flows()
         self._perform(actions)
         if self._store_queue and not self._storing:
             self._start_store_batch()
@@ -455,7 +476,6 @@ class SipWorker:
     # -- caches kept in step with the database ------------------------------------------
     async def refresh_caches(self) -> None:
         changes = await self.loop.run_in_executor(self.db, _db_job, sipconfig.changes_since, self._versions)
-        self._versions = changes.versions
         if changes.credentials is not None:
             self.credentials = changes.credentials
             log.info("credentials cache loaded: %d extensions", len(changes.credentials))
@@ -466,6 +486,8 @@ class SipWorker:
             self.core.set_bans(changes.bans)
         if changes.oauth is not None:
             self.core.set_oauth(*changes.oauth, cache_seconds=settings.OAUTH_CACHE_SECONDS)
+        # Last: if applying failed, the same changes are read and applied again.
+        self._versions = changes.versions
 
     def status_report(self) -> dict:
         return {"hostname": socket.gethostname(), "pid": os.getpid(),
@@ -485,7 +507,10 @@ class SipWorker:
                                                     self.status_report())
             except Exception:
                 log.exception("reading changes from the database failed; retrying")
-            self.core.expire(time.time())
+            try:
+                self.core.expire(time.time())
+            except Exception:
+                log.exception("expiring server transactions failed")
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -528,6 +553,8 @@ class SipWorker:
             self.trunks.start()
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         await self.qualifier.stop()
         await self.regevent.stop()
         await self.trunks.stop()

@@ -29,16 +29,17 @@ CONNECT_TIMEOUT = 10.0
 
 
 class _Exchange:
-    """The context of one REGISTER in the core's client transactions."""
+    """The context of one REGISTER in the core's client transactions. It holds the client
+    itself: after a reconfiguration the old client's un-REGISTER is still its own."""
 
-    def __init__(self, manager, trunk_id, branch):
-        self.manager, self.trunk_id, self.branch = manager, trunk_id, branch
+    def __init__(self, manager, client, branch):
+        self.manager, self.client, self.branch = manager, client, branch
 
     def answered(self, worker, answered):
-        self.manager.on_answer(self.trunk_id, self.branch, answered.response)
+        self.manager.handle(self.client, self.client.answered(self.branch, answered.response, time.time()))
 
     def timed_out(self, worker):
-        self.manager.on_timeout(self.trunk_id, self.branch)
+        self.manager.handle(self.client, self.client.timed_out(self.branch, time.time()))
 
 
 class TrunkManager:
@@ -53,6 +54,7 @@ class TrunkManager:
         self._task = None
         self._outbound_connections: dict = {}
         self._register_now_seen: dict[int, float] = {}
+        self._client_tls = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -72,9 +74,13 @@ class TrunkManager:
                     await self._refresh()
                 now = time.time()
                 for client in list(self.clients.values()):
-                    self._handle(client, client.due(now))
-                for trunk_id in [i for i, c in self.clients.items() if c.finished]:
+                    self.handle(client, client.due(now))
+                finished = [i for i, c in self.clients.items() if c.finished]
+                for trunk_id in finished:
                     del self.clients[trunk_id]
+                if finished:
+                    # Read the trunks again: one may have been enabled again meanwhile.
+                    self._version = None
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -91,10 +97,10 @@ class TrunkManager:
         for trunk_id, client in list(self.clients.items()):
             config = snapshot.get(trunk_id)
             if config is None or not config.enabled:
-                self._handle(client, client.stop(now))
+                self.handle(client, client.stop(now))
             elif not client.config.same_registration(config):
                 # Another upstream or identity: let the old registration go, start afresh.
-                self._handle(client, client.stop(now))
+                self.handle(client, client.stop(now))
                 self.clients[trunk_id] = self._new_client(config, now)
             else:
                 client.config = config
@@ -107,26 +113,15 @@ class TrunkManager:
                     self.clients[trunk_id] = client = self._new_client(config, now)
             seen = self._register_now_seen.get(trunk_id)
             if config.register_now_at and seen is not None and config.register_now_at > seen:
-                self._handle(client, client.register_now(now))
+                self.handle(client, client.register_now(now))
             self._register_now_seen[trunk_id] = config.register_now_at
 
     def _new_client(self, config, now) -> TrunkClient:
         return TrunkClient(config, local=self._local_address(config.destination.transport, config.destination.host),
                            now=now, backoff_first=self.backoff_first)
 
-    # -- answers from the core ------------------------------------------------------------
-    def on_answer(self, trunk_id, branch, response) -> None:
-        client = self.clients.get(trunk_id)
-        if client is not None:
-            self._handle(client, client.answered(branch, response, time.time()))
-
-    def on_timeout(self, trunk_id, branch) -> None:
-        client = self.clients.get(trunk_id)
-        if client is not None:
-            self._handle(client, client.timed_out(branch, time.time()))
-
     # -- actions ---------------------------------------------------------------------------
-    def _handle(self, client, actions) -> None:
+    def handle(self, client, actions) -> None:
         for action in actions:
             if isinstance(action, SendRegister):
                 asyncio.ensure_future(self._send(client, action))
@@ -151,12 +146,12 @@ class TrunkManager:
             else:
                 connection = await self._connection(target, ip, port)
                 destination = connection.source
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as error:
+        except Exception as error:  # any failure to send is this trunk's transport error, shown as such
             detail = _transport_detail(target, error)
-            self._handle(client, client.transport_failed(action.branch, detail, time.time()))
+            self.handle(client, client.transport_failed(action.branch, detail, time.time()))
             return
         self.worker.send_request(data=action.data, destination=destination, branch=action.branch,
-                                 method="REGISTER", context=_Exchange(self, client.config.id, action.branch))
+                                 method="REGISTER", context=_Exchange(self, client, action.branch))
 
     async def _connection(self, target, ip, port):
         key = (target.transport, ip, port)
@@ -168,17 +163,23 @@ class TrunkManager:
         protocol = _TlsConnection if target.transport == "tls" else _TcpConnection
         tls = {}
         if target.transport == "tls":
-            context = ssl.create_default_context()
-            if not getattr(settings, "TRUNK_TLS_VERIFY", True):
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            tls = {"ssl": context, "server_hostname": target.host}
+            tls = {"ssl": self._tls_context(), "server_hostname": target.host}
         _, connection = await asyncio.wait_for(self.worker.loop.create_connection(
             lambda: protocol(self.worker), ip, port, **tls), CONNECT_TIMEOUT)
         if connection.transport is None:
             raise OSError("the connection was refused by runsip's own connection limits")
         self._outbound_connections[key] = connection
         return connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Built once: reading the CA bundle is file I/O, not for every connect on the loop."""
+        if self._client_tls is None:
+            context = ssl.create_default_context()
+            if not getattr(settings, "TRUNK_TLS_VERIFY", True):
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._client_tls = context
+        return self._client_tls
 
     def _local_address(self, transport: str, remote_host: str) -> tuple[str, int]:
         """Our address as the upstream should see it in Via and Contact."""
