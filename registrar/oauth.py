@@ -20,12 +20,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
-from registrar import crypto
+from registrar import crypto, services
 from registrar.choices import AuthMode, OAuthMode
 from registrar.models import Extension, OAuthServer
 from registrar.sip import digest
@@ -74,7 +73,7 @@ def delete_server(server: OAuthServer) -> None:
     server.delete()
 
 
-def _clean_methods(text: str) -> str:
+def clean_methods(text: str) -> str:
     methods = parse_methods(text)
     unknown = sorted(methods - SIP_METHODS)
     if unknown:
@@ -85,33 +84,19 @@ def _clean_methods(text: str) -> str:
 
 
 _UNCHANGED = object()
-EXTENSION_AUTH_FIELDS = ("auth_mode", "oauth_server", "bearer_methods")
 
 
 def set_extension_auth(extension: Extension, *, auth_mode: str | None = None, oauth_server=_UNCHANGED,
                        bearer_methods: str | None = None) -> Extension:
     """Change how an extension authenticates; bearer and either need an OAuth server."""
+    fields = {}
     if auth_mode is not None:
-        extension.auth_mode = auth_mode
+        fields["auth_mode"] = auth_mode
     if oauth_server is not _UNCHANGED:
-        extension.oauth_server = oauth_server
+        fields["oauth_server"] = oauth_server
     if bearer_methods is not None:
-        extension.bearer_methods = _clean_methods(bearer_methods)
-    if extension.auth_mode != AuthMode.DIGEST and extension.oauth_server_id is None:
-        raise ValidationError({"oauth_server": "Bearer authentication needs an OAuth server."})
-    extension.full_clean()
-    extension.save()
-    return extension
-
-
-@transaction.atomic
-def update_extension_with_auth(extension: Extension, update, **fields) -> Extension:
-    """Apply the auth fields here and the others through ``update`` (services.update_extension)."""
-    auth = {name: fields.pop(name) for name in EXTENSION_AUTH_FIELDS if name in fields}
-    extension = update(extension, **fields)
-    if auth:
-        extension = set_extension_auth(extension, **auth)
-    return extension
+        fields["bearer_methods"] = bearer_methods
+    return services.update_extension(extension, **fields)
 
 
 def _secret(server: OAuthServer) -> str | None:

@@ -18,7 +18,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from registrar import events, live, softparams
-from registrar.choices import QualifyStatus
+from registrar.choices import AuthMode, QualifyStatus
 from registrar.models import (AuthAttempt, Ban, Binding, Extension, HourlyStat, SoftParameter, SoftParameterChange,
                               TracedMessage)
 from registrar.sip import digest
@@ -72,10 +72,21 @@ def set_password(extension: Extension, password: str | None = None) -> str | Non
     return generated
 
 
+EXTENSION_FIELDS = ("display_name", "enabled", "max_contacts", "may_watch", "auth_mode", "oauth_server",
+                    "bearer_methods")
+
+
 def update_extension(extension: Extension, **fields) -> Extension:
-    for name in ("display_name", "enabled", "max_contacts", "may_watch"):
+    """The one write path of an extension's settings (its password: :func:`set_password`)."""
+    from registrar.oauth import clean_methods  # registrar.oauth builds on this module
+
+    for name in EXTENSION_FIELDS:
         if name in fields:
             setattr(extension, name, fields[name])
+    if "bearer_methods" in fields:
+        extension.bearer_methods = clean_methods(extension.bearer_methods)
+    if extension.auth_mode != AuthMode.DIGEST and extension.oauth_server_id is None:
+        raise ValidationError({"oauth_server": "Bearer authentication needs an OAuth server."})
     extension.full_clean()
     extension.save()
     return extension

@@ -32,7 +32,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from registrar import diagnosis, events, oauth, services, stats, trace
+from registrar import diagnosis, events, services, stats, trace
 from registrar.filters import AuthAttemptFilterSet, BindingFilterSet, ExtensionFilterSet, TraceFilterSet
 from registrar.models import (AlertEvent, AlertRoute, AuthAttempt, Ban, Binding, Extension, JobOutcome, SoftParameter,
                               SoftParameterChange, TracedMessage, Webhook)
@@ -224,7 +224,7 @@ def extension_edit(request, number):
         form = ExtensionEditForm(request.POST)
         if form.is_valid():
             try:
-                oauth.update_extension_with_auth(extension, services.update_extension, **form.service_fields())
+                services.update_extension(extension, **form.service_fields())
             except ValidationError as error:
                 form.add_service_error(error)
             else:

@@ -24,7 +24,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from registrar import diagnosis, oauth, services, stats, trace
+from registrar import diagnosis, services, stats, trace
 from registrar.api import serializers
 from registrar.api.permissions import HasRole
 from registrar.filters import (AuthAttemptFilterSet, BanFilterSet, BindingFilterSet, ExtensionFilterSet,
@@ -63,18 +63,18 @@ class ExtensionViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         fields = dict(serializer.validated_data)
-        auth = {name: fields.pop(name) for name in oauth.EXTENSION_AUTH_FIELDS if name in fields}
+        settings_fields = {name: fields.pop(name) for name in ("may_watch", "auth_mode", "oauth_server",
+                                                               "bearer_methods") if name in fields}
         with transaction.atomic():
             extension, generated = services.create_extension(**fields)
-            if auth:
-                oauth.set_extension_auth(extension, **auth)
+            if settings_fields:
+                services.update_extension(extension, **settings_fields)
         extension.generated_password = generated
         created = serializers.ExtensionCreatedSerializer(extension, context=self.get_serializer_context())
         return Response(created.data, status=status.HTTP_201_CREATED)
 
     def perform_update(self, serializer):
-        serializer.instance = oauth.update_extension_with_auth(serializer.instance, services.update_extension,
-                                                               **serializer.validated_data)
+        serializer.instance = services.update_extension(serializer.instance, **serializer.validated_data)
 
     def perform_destroy(self, extension):
         services.delete_extension(extension)
