@@ -325,6 +325,31 @@ def qualify_targets(transports=("udp", "tcp", "tls")) -> list[QualifyTarget]:
     return [QualifyTarget(*row) for row in rows]
 
 
+# -- calls: where the callee's phones are (the proxy reads, never writes) ----------------
+class CallBinding(NamedTuple):
+    """A live binding of a callee, reached at the address its REGISTER came from."""
+
+    contact_uri: str
+    q: float | None
+    source_ip: str
+    source_port: int
+    transport: str
+
+
+def call_bindings(number: str) -> list[CallBinding]:
+    """The live bindings of extension ``number``, higher q first (RFC 3261 §16.6 forking)."""
+    rows = (live_bindings().filter(extension__number=number, extension__enabled=True)
+            .order_by("-q", "pk").values_list("contact_uri", "q", "source_ip", "source_port", "transport"))
+    return [CallBinding(*row) for row in rows]
+
+
+def contact_binding(contact_uri: str) -> CallBinding | None:
+    """The live binding registered with exactly this Contact URI (an in-dialog request names it)."""
+    row = (live_bindings().filter(contact_uri=contact_uri, extension__enabled=True).order_by("-last_refreshed")
+           .values_list("contact_uri", "q", "source_ip", "source_port", "transport").first())
+    return CallBinding(*row) if row is not None else None
+
+
 def _rtt_moved_notably(before, after) -> bool:
     if before is None or after is None:
         return before != after

@@ -35,6 +35,7 @@ from registrar.oauth_client import TokenVerifier
 from registrar.sip.bearer_auth import VerifyToken
 from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMessage, Source, StoreRegistration,
                                 TraceMessage)
+from registrar.sip.proxy import LookupCallee, LookupContact
 from registrar.sip.regevent import StoreSubscription, SubscribeOutcome
 from registrar.worker.server import _record_failures, _registration_events
 
@@ -118,6 +119,8 @@ class WebSocketDoor:
     def _perform(self, actions) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
+                if action.destination.connection is None:
+                    continue  # routed by URI to a peer this door has no way to (calls go through runsip)
                 action.destination.connection.send_sip(action.data)
             elif isinstance(action, StoreRegistration):
                 self._jobs.append(action)
@@ -129,6 +132,11 @@ class WebSocketDoor:
                 self._traced.append(action)
             elif isinstance(action, VerifyToken):
                 self._spawn(self._verify_token(action))
+            elif isinstance(action, LookupCallee):
+                # Calls are relayed by runsip, not by this door yet: nobody is reachable from here.
+                self._perform(self.core.callee_found(action.ticket, [], time.time()))
+            elif isinstance(action, LookupContact):
+                self._perform(self.core.contact_found(action.ticket, None, time.time()))
             elif isinstance(action, StoreSubscription):
                 # NOTIFYs are sent by runsip, which cannot reach a browser's websocket (the
                 # web process holds it): refuse rather than accept a subscription nobody

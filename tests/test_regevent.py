@@ -215,7 +215,8 @@ def test_a_refusal_decided_by_the_database_is_recorded():
 
 
 def test_other_methods_get_405_and_allow_names_subscribe():
-    (response, _), = watch_harness().send(subscribe(method="INVITE"))
+    # (INVITE is a call now, relayed by the proxy: tests/test_proxy.py.)
+    (response, _), = watch_harness().send(subscribe(method="MESSAGE"))
     assert response.status == 405 and "SUBSCRIBE" in response.headers.get("Allow")
 
 
@@ -546,10 +547,10 @@ def test_other_events_and_methods_are_refused(runsip, watchers):
     assert watcher.register().status == 200
     assert watcher.subscribe("9999")[1].status == 403  # not on its may-watch list, existing or not
     with e2e.SipClient((e2e.LOOPBACK, worker.port)) as caller:
-        invite = (f"INVITE sip:3006@{e2e.SIP_DOMAIN} SIP/2.0\r\n"
+        invite = (f"MESSAGE sip:3006@{e2e.SIP_DOMAIN} SIP/2.0\r\n"
                   f"Via: SIP/2.0/UDP 127.0.0.1:{caller.local_port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
                   f"Max-Forwards: 70\r\nFrom: <sip:x@{e2e.SIP_DOMAIN}>;tag=1\r\nTo: <sip:3006@{e2e.SIP_DOMAIN}>\r\n"
-                  f"Call-ID: {secrets.token_hex(6)}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").encode()
+                  f"Call-ID: {secrets.token_hex(6)}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n").encode()
         response = caller.request(invite)
     assert response.status == 405 and "SUBSCRIBE" in response.get("Allow")
 

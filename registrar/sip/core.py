@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Callable, Mapping
 
-from registrar.sip import bearer, client, digest, regevent
+from registrar.sip import bearer, client, digest, proxy, regevent
 from registrar.sip.bearer_auth import BearerAuthentication
 from registrar.sip.errors import SipError
 from registrar.sip.message import Request, check_request, parse_message
@@ -153,6 +153,7 @@ class RegistrarCore(BearerAuthentication):
         self._transactions = ServerTransactions()
         # Timer F is 64*T1 (RFC 3261 §17.1.2.2), so a smaller T1 (tests) also gives up sooner.
         self._clients = client.ClientTransactions(t1=client_t1, timer_f=64 * client_t1)
+        self.proxy = proxy.Proxy(self, secret=secret, t1=client_t1)
         self._pending: dict[int, _Pending] = {}
         self._tickets = itertools.count(1)
         self._nonce_counter = itertools.count(1)
@@ -190,6 +191,11 @@ class RegistrarCore(BearerAuthentication):
         except SipError as error:
             return self._answer_unparsable(error, source)
         if not isinstance(message, Request):
+            if self.proxy.owns(message):
+                try:
+                    return self.proxy.response(message, source, now)
+                except SipError:
+                    return []
             try:
                 answered = self._clients.response(message, now)
             except SipError:
@@ -214,28 +220,40 @@ class RegistrarCore(BearerAuthentication):
 
     def receive_untraced(self, request: Request, source: Source, now: float) -> list:
         if request.method == "ACK":
-            return []
+            return self.proxy.ack(request, source, now)
         user_agent = (request.headers.get("User-Agent") or "").lower()
         if user_agent and any(pattern in user_agent for pattern in self._denied_user_agents):
             if request.method != "REGISTER":
                 return []  # scanners get no answer that would confirm anything
         try:
-            check_request(request, SUPPORTED_OPTIONS)
+            # Require is for the UAS at the far end of a call, not for the proxy in between.
+            relayed = request.method == "INVITE" or (request.method not in ("REGISTER", "OPTIONS", "SUBSCRIBE")
+                                                     and self.proxy.routes_through_us(request))
+            check_request(request, SUPPORTED_OPTIONS | frozenset(request.headers.get_all("Require"))
+                          if relayed else SUPPORTED_OPTIONS)
             key = transaction_key(request)
         except SipError as error:
             return self._reply_error(request, source, error)
+        if request.method == "INVITE":
+            try:
+                return self.proxy.invite(request, source, now)
+            except SipError as error:
+                return self._reply_error(request, source, error)
         is_new, cached, destination = self._transactions.begin(key)
         if not is_new:
             return [SendMessage(cached, destination)] if cached is not None else []
         try:
+            if request.method == "CANCEL":
+                return self.proxy.cancel(request, source, key, now)
+            if (request.method not in ("REGISTER", "OPTIONS", "SUBSCRIBE")
+                    and self.proxy.routes_through_us(request)):
+                return self.proxy.in_dialog(request, source, key, now)
             if request.method == "REGISTER":
                 return self._register(request, source, key, now)
             if request.method == "OPTIONS":
                 return self._options(request, source, key, now)
             if request.method == "SUBSCRIBE":
                 return self._subscribe(request, source, key, now)
-            if request.method == "CANCEL":
-                return self._finish(key, request, source, now, 481, "Call/Transaction Does Not Exist")
             return self._finish(key, request, source, now, 405, "Method Not Allowed",
                                 (("Allow", ALLOWED_METHODS),))
         except SipError as error:
@@ -267,10 +285,13 @@ class RegistrarCore(BearerAuthentication):
         return [StoreRegistration(ticket, register, origin, extension.max_contacts, policy)]
 
     # -- authentication (every method that needs it) -------------------------------------
-    def _authenticate(self, key, request: Request, source: Source, now: float):
+    def _authenticate(self, key, request: Request, source: Source, now: float, proxy: bool = False):
         """Digest authentication of any request: (credentials, username, None) when it passes,
         (None, username, actions) when the answer is a challenge or a refusal, recorded.
-        Extensions set to take OAuth tokens go through :mod:`registrar.sip.bearer_auth`."""
+        Extensions set to take OAuth tokens go through :mod:`registrar.sip.bearer_auth`.
+        ``proxy``: as a proxy (a call), with 407 Proxy-Authenticate / Proxy-Authorization."""
+        if proxy:
+            return self._authenticate_digest(key, request, source, now, None, proxy=True)
         values = request.headers.get_all("Authorization")
         bearer_value = next((value for value in values if bearer.is_bearer(value)), None)
         auth, server = self._bearer_setup(request) if self._extension_auth else (None, None)
@@ -293,10 +314,13 @@ class RegistrarCore(BearerAuthentication):
             attempt = self._attempt(request, source, now, "challenged", Reason.BEARER_NOT_ALLOWED, 401, "",
                                     "the extension is not set to take OAuth bearer tokens")
             return None, "", [*self._recorded(attempt), *self._challenge(key, request, source, now)]
-        bearer_server = server if auth is not None else None
-        authorization = self._pick_authorization(request)
+        return self._authenticate_digest(key, request, source, now, server if auth is not None else None)
+
+    def _authenticate_digest(self, key, request, source, now, bearer_server, proxy=False):
+        status = 407 if proxy else 401
+        authorization = self._pick_authorization(request, "Proxy-Authorization" if proxy else "Authorization")
         if authorization is None:
-            return None, "", self._challenge(key, request, source, now, bearer_server=bearer_server)
+            return None, "", self._challenge(key, request, source, now, bearer_server=bearer_server, proxy=proxy)
         try:
             credentials = digest.parse_authorization(authorization)
         except digest.MalformedCredentials as error:
@@ -324,13 +348,13 @@ class RegistrarCore(BearerAuthentication):
         elif reason is Reason.WRONG_PASSWORD and not extension.enabled:
             reason = Reason.DISABLED_EXTENSION
         challenge = self._challenge(key, request, source, now, stale=verdict is digest.Verdict.STALE_NONCE,
-                                    bearer_server=bearer_server)
+                                    bearer_server=bearer_server, proxy=proxy)
         detail = {Reason.UNKNOWN_USER: f"no extension {credentials.username!r}",
                   Reason.DISABLED_EXTENSION: f"extension {credentials.username!r} is disabled"}.get(
             reason, verification.detail)
         if credentials.uri != request.uri.raw:
             detail += f"; digest uri {credentials.uri!r} differs from the Request-URI {request.uri.raw!r}"
-        attempt = self._attempt(request, source, now, "challenged", reason, 401, credentials.username, detail)
+        attempt = self._attempt(request, source, now, "challenged", reason, status, credentials.username, detail)
         return None, credentials.username, [*self._recorded(attempt), *challenge]
 
     # -- OPTIONS ---------------------------------------------------------------------
@@ -353,12 +377,30 @@ class RegistrarCore(BearerAuthentication):
         return [SendMessage(first.data, first.destination)]
 
     def tick(self, now: float) -> list:
-        """Client-transaction timers: retransmissions and give-ups that are due."""
+        """Client-transaction timers: retransmissions and give-ups that are due (the proxy's too)."""
         return [SendMessage(item.data, item.destination) if isinstance(item, client.Resend) else item
-                for item in self._clients.tick(now)]
+                for item in self._clients.tick(now)] + self.proxy.tick(now)
 
     def next_deadline(self) -> float | None:
-        return self._clients.next_deadline()
+        deadlines = [d for d in (self._clients.next_deadline(), self.proxy.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    # -- calls: the stateful proxy (registrar.sip.proxy) -----------------------------------
+    def callee_found(self, ticket: int, targets, now: float) -> list:
+        """The callee's live bindings (:class:`~registrar.sip.proxy.CallTarget`) for a
+        :class:`~registrar.sip.proxy.LookupCallee`."""
+        return self.proxy.callee_found(ticket, targets, now)
+
+    def callee_lookup_failed(self, ticket: int, now: float) -> list:
+        return self.proxy.callee_lookup_failed(ticket, now)
+
+    def contact_found(self, ticket: int, target, now: float) -> list:
+        """The binding for a :class:`~registrar.sip.proxy.LookupContact` (a CallTarget or None)."""
+        return self.proxy.contact_found(ticket, target, now)
+
+    @staticmethod
+    def _send_action(data: bytes, destination) -> SendMessage:
+        return SendMessage(data, destination)
 
     def connection_lost(self, connection) -> list:
         """A stream closed: requests we sent on it will get no answer."""
@@ -413,8 +455,8 @@ class RegistrarCore(BearerAuthentication):
         self._transactions.expire(now)
 
     # -- answers ---------------------------------------------------------------------
-    def _pick_authorization(self, request):
-        values = [value for value in request.headers.get_all("Authorization") if not bearer.is_bearer(value)]
+    def _pick_authorization(self, request, header="Authorization"):
+        values = [value for value in request.headers.get_all(header) if not bearer.is_bearer(value)]
         if not values:
             return None
         for value in values:
@@ -422,14 +464,17 @@ class RegistrarCore(BearerAuthentication):
                 return value
         return values[0]
 
-    def _digest_challenge_values(self, now, stale=False):
+    def _digest_challenge_values(self, now, stale=False, header="WWW-Authenticate"):
         # Two challenges in the same microsecond must still differ, or the second
         # phone's nc=1 would look like a replay of the first's.
         nonce = self._nonces.issue(now, entropy=next(self._nonce_counter).to_bytes(8, "big"))
-        return [("WWW-Authenticate", value) for value in
+        return [(header, value) for value in
                 digest.challenge_values(self.realm, nonce, self._opaque, self.policy.digest_algorithms, stale)]
 
-    def _challenge(self, key, request, source, now, stale=False, bearer_server=None):
+    def _challenge(self, key, request, source, now, stale=False, bearer_server=None, proxy=False):
+        if proxy:
+            headers = self._digest_challenge_values(now, stale, "Proxy-Authenticate")
+            return self._finish(key, request, source, now, 407, "Proxy Authentication Required", headers)
         headers = self._digest_challenge_values(now, stale)
         if bearer_server is not None:
             # Digest first: clients that take the first challenge (SIPp) keep working.
@@ -449,7 +494,8 @@ class RegistrarCore(BearerAuthentication):
         return actions
 
     def _attempt(self, request, source, now, outcome, reason, status, auth_username, detail=""):
-        to_uri = request.to.uri
+        # A caller is the From of its INVITE; a registering or subscribing phone its To.
+        to_uri = request.from_.uri if request.method == "INVITE" else request.to.uri
         return Attempt(
             at=now, source=source, method=request.method, aor=to_uri.address_of_record()[:255],
             extension_number=(to_uri.user_unescaped or "")[:64], auth_username=auth_username[:255],

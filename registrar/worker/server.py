@@ -33,6 +33,7 @@ from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMes
 from registrar.sip.errors import SipError
 from registrar.sip import stun
 from registrar.sip.framing import KeepAlive, StreamFramer
+from registrar.sip.proxy import CallTarget, LookupCallee, LookupContact
 from registrar.sip.regevent import StoreSubscription
 from registrar.worker import qualify
 from registrar.worker.subscriptions import RegEventNotifier
@@ -213,6 +214,13 @@ def _own_addresses(listeners):
     return addresses
 
 
+def _advertised(host: str) -> str:
+    """The host others reach a listener at (Via and Record-Route of forwarded calls)."""
+    if host in ("0.0.0.0", "::", ""):
+        return settings.SIP_ADVERTISED_HOST or "127.0.0.1"
+    return host
+
+
 def _record_failures(attempts, bans, traced):
     """Attempts, bans and traced messages: what is written after the answer, in one job."""
     if attempts:
@@ -326,13 +334,20 @@ class SipWorker:
             return
         self.counters.received(actions, arrived, time.monotonic())
         self._perform(actions)
+        self._schedule_tick()  # a call's transactions may have started timers
 
     def _perform(self, actions) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
                 destination = action.destination
+                if destination.connection is None:
+                    continue  # a phone whose connection is gone: its transaction times out
                 destination.connection.send(action.data, destination)
                 self.counters.sent(action.data)
+            elif isinstance(action, LookupCallee):
+                self._lookup_callee(action)
+            elif isinstance(action, LookupContact):
+                self._lookup_contact(action)
             elif isinstance(action, StoreRegistration):
                 self._store_queue.append(action)
             elif isinstance(action, StoreSubscription):
@@ -367,6 +382,52 @@ class SipWorker:
         """Ask the authorization server (in the OAuth threads), then let the core go on."""
         verdict = await self.tokens.verdict(question.server, question.token)
         self._perform(self.core.token_verified(question.server.id, question.token, verdict, time.time()))
+
+    # -- calls: the proxy's database reads and destinations ----------------------------------
+    def _lookup_callee(self, action: LookupCallee) -> None:
+        future = self.loop.run_in_executor(self.db, _db_job, services.call_bindings, action.user)
+        future.add_done_callback(lambda f: self._callee_read(action, f))
+
+    def _callee_read(self, action: LookupCallee, future) -> None:
+        now = time.time()
+        try:
+            if future.exception() is not None:
+                log.error("reading the bindings of %s failed: %r", action.user, future.exception())
+                self._perform(self.core.callee_lookup_failed(action.ticket, now))
+            else:
+                targets = [CallTarget(row.contact_uri, self._destination(row.transport, row.source_ip, row.source_port),
+                                      row.q, row.transport) for row in future.result()]
+                self._perform(self.core.callee_found(action.ticket, targets, now))
+        except Exception:
+            log.exception("forwarding a call to %s failed", action.user)
+        self._schedule_tick()
+
+    def _lookup_contact(self, action: LookupContact) -> None:
+        future = self.loop.run_in_executor(self.db, _db_job, services.contact_binding, action.contact_uri)
+        future.add_done_callback(lambda f: self._contact_read(action, f))
+
+    def _contact_read(self, action: LookupContact, future) -> None:
+        try:
+            row = None if future.exception() is not None else future.result()
+            target = None if row is None else CallTarget(
+                row.contact_uri, self._destination(row.transport, row.source_ip, row.source_port), row.q, row.transport)
+            self._perform(self.core.contact_found(action.ticket, target, time.time()))
+        except Exception:
+            log.exception("routing an in-dialog request to %s failed", action.contact_uri)
+        self._schedule_tick()
+
+    def _destination(self, transport: str, ip: str, port: int):
+        """A phone reached at its source address: from the UDP listener, or on the connection it
+        holds open (nobody can connect to a phone behind NAT); None when there is no way."""
+        if transport == "udp":
+            endpoint = self.udp_endpoint_for(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            return Source("udp", ip, port, endpoint) if endpoint is not None else None
+        if transport in ("tcp", "tls"):
+            for connection in self.connections:
+                source = connection.source
+                if source is not None and (source.transport, source.ip, source.port) == (transport, ip, port):
+                    return source
+        return None
 
     # -- requests we send: client-transaction timers ----------------------------------------
     def send_request(self, *, data: bytes, destination: Source, branch: str, method: str, context) -> None:
@@ -544,6 +605,8 @@ class SipWorker:
                 if listener.port == 0:
                     listener.port = server.sockets[0].getsockname()[1]
                 self._servers.append(server)
+        self.core.proxy.set_listeners(
+            [(listener.transport, _advertised(listener.host), listener.port) for listener in self.listeners])
         self._poller = asyncio.ensure_future(self._poll_forever())
         await self.regevent.start()
         self.qualifier = qualify.Qualifier(self)

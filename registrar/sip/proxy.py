@@ -1,0 +1,671 @@
+"""Extension-to-extension calls: Regis as a stateful proxy (RFC 3261 §16), sans-IO.
+
+:class:`Proxy` owns every decision about a call's signalling once the core has handed it
+an INVITE, an ACK, a CANCEL or a request routed through us: Max-Forwards (483) and loop
+detection (482), the caller's 407 digest challenge (through the core's authentication,
+recorded like REGISTER's), the callee's extension (404 unknown, 480 nobody registered),
+forking to every live binding (higher q first, all in parallel), our Via and
+Record-Route, the response context (§16.7: provisionals forwarded, the first 2xx wins and
+the other branches are cancelled, otherwise the best final response), CANCEL from the
+caller (§16.10) and loose routing of in-dialog requests (§16.4, §16.12).
+
+The bindings are the database's: the proxy hands back :class:`LookupCallee` and goes on
+in :meth:`Proxy.callee_found` with :class:`CallTarget` values whose ``destination`` the
+adapter built — a phone is reached at the source address of its REGISTER, never at the
+host of its Contact (behind NAT only the former leads back). In-dialog requests go to the
+Contacts that calls through us taught it (callers where their INVITE came from, callees
+where their bindings are); any other Request-URI is looked up as a binding's Contact
+(:class:`LookupContact`, then :meth:`Proxy.contact_found`), and what is neither gets 404:
+a crafted Route or Request-URI never makes Regis relay to an address of its choosing.
+
+Media never passes through here; neither does a websocket phone yet (its connection is
+the web process's): such targets are left out, so a callee reachable only there gets 480.
+"""
+import hashlib
+import heapq
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from registrar.sip import client
+from registrar.sip.errors import SipError
+from registrar.sip.invite import InviteClient, InviteServer
+from registrar.sip.message import Request, Response
+from registrar.sip.reasons import Reason
+from registrar.sip.transactions import MAGIC_COOKIE, transaction_key
+from registrar.sip.uri import parse_name_addr, parse_uri
+
+BRANCH_PREFIX = MAGIC_COOKIE + "regis"
+MAX_REMEMBERED_CONTACTS = 10_000
+UNREACHABLE_TRANSPORTS = frozenset({"ws", "wss"})
+
+
+@dataclass(frozen=True)
+class LookupCallee:
+    """Read the live bindings of extension ``user``; answer with :meth:`Proxy.callee_found`."""
+
+    ticket: int
+    user: str
+
+
+@dataclass(frozen=True)
+class LookupContact:
+    """Find the live binding whose Contact is ``contact_uri`` (an in-dialog request to a phone
+    no call in this process taught us); answer with :meth:`Proxy.contact_found`."""
+
+    ticket: int
+    contact_uri: str
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    contact_uri: str
+    destination: object  # a core.Source the adapter can send on; None when unreachable
+    q: float = 1.0
+    transport: str = "udp"
+
+
+@dataclass
+class _Branch:
+    call: "_Call"
+    client: InviteClient
+    request: Request  # the INVITE as sent on this branch
+    cancel_wanted: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class _Call:
+    """The response context of one INVITE (§16.2)."""
+
+    request: Request
+    source: object
+    server: InviteServer
+    caller: str
+    ticket: int = 0
+    branches: list = None
+    best: Response = None
+    answered: bool = False
+    finished: bool = False
+
+
+@dataclass
+class _Forwarded:
+    """A non-INVITE request routed through us, waiting for its answer."""
+
+    request: Request
+    source: object
+    key: tuple
+    branch: str
+
+
+class Proxy:
+    def __init__(self, core, *, secret: bytes, t1: float = client.T1):
+        self.core = core
+        self.t1 = t1
+        self._key = hashlib.sha256(b"proxy-branch" + secret).digest()[:32]
+        self._locals = []  # (transport, host, port) we listen on, as others must address us
+        self._servers: dict = {}  # INVITE transaction key -> _Call
+        self._branches: dict = {}  # our branch -> _Branch
+        self._waiting: dict = {}  # ticket -> _Call (callee lookup in the database)
+        self._seeking: dict = {}  # ticket -> how to go on once a contact's binding is read
+        self._forwarded = client.ClientTransactions(t1=t1, timer_f=64 * t1)
+        self._contacts: OrderedDict = OrderedDict()  # contact URI key -> Source seen for it
+        self._timers: list = []
+        self._order = itertools.count()
+
+    # -- configuration ---------------------------------------------------------------
+    def set_listeners(self, listeners) -> None:
+        """Where we listen, as ``(transport, host, port)``; the host is the one others use."""
+        self._locals = [(transport.lower(), host.lower().strip("[]"), int(port)) for transport, host, port in listeners]
+
+    def _local(self, transport: str):
+        for local in self._locals:
+            if local[0] == transport:
+                return local
+        return self._locals[0] if self._locals else (transport, "127.0.0.1", 5060)
+
+    def _is_us(self, uri) -> bool:
+        host = uri.host.strip("[]")
+        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+        return any(host == local_host and port == local_port for _, local_host, local_port in self._locals)
+
+    # -- requests from the core's dispatch -------------------------------------------------
+    def routes_through_us(self, request: Request) -> bool:
+        """Whether the top Route names us (a request of a dialog we record-routed)."""
+        routes = request.headers.get_all("Route")
+        if not routes:
+            return False
+        try:
+            return self._is_us(parse_name_addr(routes[0]).uri)
+        except SipError:
+            return False
+
+    def invite(self, request: Request, source, now: float) -> list:
+        key = transaction_key(request)
+        known = self._servers.get(key)
+        if known is not None:
+            return self._send(known.server.retransmitted())
+        destination = _response_destination(request, source)
+        call = _Call(request, source, InviteServer(key, destination, source.reliable, self.t1), "", branches=[])
+        self._servers[key] = call
+        refusal = self._validate(request)
+        if refusal is not None:
+            return self._final_local(call, *refusal, now=now)
+        if request.to.tag is not None:
+            # A re-INVITE: the dialog's route set says where.
+            return self._send(call.server.send(self._local_response(request, source, 100, "Trying"), 100, now)) + \
+                self._route_onwards(call, request, now)
+        credentials, username, refusal = self.core._authenticate(key, request, source, now, proxy=True)
+        if refusal is not None:
+            return self._adopt_final(call, refusal, now)
+        from_user = request.from_.uri.user_unescaped or ""
+        if from_user != username:
+            attempt = self.core._attempt(request, source, now, "rejected", Reason.AUTH_USER_MISMATCH, 403,
+                                         username, f"authenticated as {username!r}, calling as {from_user!r}")
+            return [*self.core._recorded(attempt), *self._final_local(call, 403, "Forbidden", now=now)]
+        call.caller = username
+        callee = request.uri.user_unescaped or ""
+        if not callee or self.core._credentials(callee) is None:
+            return self._final_local(call, 404, "Not Found", now=now)
+        if not self.core._credentials(callee).enabled:
+            return self._final_local(call, 480, "Temporarily Unavailable", now=now)
+        self._remember_contact(request, source)
+        call.ticket = next(self.core._tickets)
+        self._waiting[call.ticket] = call
+        trying = call.server.send(self._local_response(request, source, 100, "Trying"), 100, now)
+        return [*self._send(trying), LookupCallee(call.ticket, callee)]
+
+    def callee_found(self, ticket: int, targets, now: float) -> list:
+        call = self._waiting.pop(ticket, None)
+        if call is None or call.finished:
+            return []
+        usable = [t for t in targets if t.destination is not None and t.transport not in UNREACHABLE_TRANSPORTS]
+        if not usable:
+            return self._final_local(call, 480, "Temporarily Unavailable", now=now)
+        usable.sort(key=lambda target: -(target.q if target.q is not None else 1.0))
+        actions = []
+        for index, target in enumerate(usable):
+            try:
+                uri = parse_uri(target.contact_uri)
+            except SipError:
+                continue
+            self._contacts_put(_uri_key(uri), target.destination)
+            actions += self._fork(call, call.request, str(uri), target.destination, index, now, record_route=True,
+                                  routes=self._routes_after_us(call.request))
+        if not call.branches:
+            return self._final_local(call, 480, "Temporarily Unavailable", now=now)
+        return actions
+
+    def contact_found(self, ticket: int, target, now: float) -> list:
+        """The binding (a :class:`CallTarget`, or None) whose Contact an in-dialog request named."""
+        resume = self._seeking.pop(ticket, None)
+        if resume is None:
+            return []
+        if target is not None and target.destination is not None:
+            try:
+                self._contacts_put(_uri_key(parse_uri(target.contact_uri)), target.destination)
+            except SipError:
+                pass
+        return resume(now)
+
+    def _seek(self, request: Request, resume, now: float) -> list:
+        if self._routes_after_us(request):
+            return resume(now)  # another proxy is next: not a binding of ours
+        ticket = next(self.core._tickets)
+        self._seeking[ticket] = resume
+        return [LookupContact(ticket, str(request.uri))]
+
+    def callee_lookup_failed(self, ticket: int, now: float) -> list:
+        call = self._waiting.pop(ticket, None)
+        if call is None:
+            return []
+        return self._final_local(call, 500, "Server Internal Error", (("Retry-After", "5"),), now=now)
+
+    def ack(self, request: Request, source, now: float, looked_up: bool = False) -> list:
+        try:
+            key = transaction_key(request)
+        except SipError:
+            return []
+        call = self._servers.get(key[:-1] + ("INVITE",))
+        if call is not None and call.server.acknowledged():
+            if call.server.terminated:
+                self._servers.pop(call.server.key, None)
+            return []  # the ACK of a non-2xx final: hop by hop, ours
+        if not self.routes_through_us(request):
+            return []
+        # The ACK of a 2xx is end to end: forwarded statelessly (§16.11 allows it for ACK).
+        try:
+            if self._validate(request) is not None:
+                return []
+            data, destination = self._forward_in_dialog(request, source, branch=self._stateless_branch(request))
+        except SipError:
+            return []
+        if destination is None:
+            return [] if looked_up else self._seek(request, lambda at: self.ack(request, source, at, True), now)
+        return [self.core._send_action(data, destination)]
+
+    def cancel(self, request: Request, source, key, now: float) -> list:
+        """CANCEL from the caller (§16.10): 200 for it, CANCEL down every branch, 487 up."""
+        call = self._servers.get(key[:-1] + ("INVITE",))
+        if call is None:
+            return self.core._finish(key, request, source, now, 481, "Call/Transaction Does Not Exist")
+        actions = self.core._finish(key, request, source, now, 200, "OK")
+        if call.finished or call.answered:
+            return actions
+        self._waiting.pop(call.ticket, None)
+        actions += self._cancel_branches(call, now)
+        actions += self._final_local(call, 487, "Request Terminated", now=now)
+        return actions
+
+    def in_dialog(self, request: Request, source, key, now: float, looked_up: bool = False) -> list:
+        """A non-INVITE request whose top Route is ours (BYE, INFO, UPDATE...): forwarded in
+        a client transaction of our own; its answer completes the core's server transaction."""
+        refusal = self._validate(request)
+        if refusal is not None:
+            return self.core._finish(key, request, source, now, *refusal)
+        branch = self._stateless_branch(request)
+        try:
+            data, destination = self._forward_in_dialog(request, source, branch=branch)
+        except SipError as error:
+            return self.core._finish(key, request, source, now, error.status or 400, error.reason)
+        if destination is None and not looked_up:
+            return self._seek(request, lambda at: self.in_dialog(request, source, key, at, True), now)
+        if destination is None:
+            return self.core._finish(key, request, source, now, 404, "Not Found")
+        context = _Forwarded(request, source, key, branch)
+        first = self._forwarded.start(branch=branch, method=request.method, data=data, destination=destination,
+                                      context=context, now=now, reliable=destination.reliable)
+        return [self.core._send_action(first.data, first.destination)]
+
+    # -- responses from the callees ---------------------------------------------------------
+    def owns(self, response: Response) -> bool:
+        try:
+            branch = response.top_via.branch or ""
+        except SipError:
+            return False
+        return branch.startswith(BRANCH_PREFIX)
+
+    def response(self, response: Response, source, now: float) -> list:
+        branch_id = response.top_via.branch
+        if response.cseq[1] != "INVITE":
+            answered = self._forwarded.response(response, now)
+            if answered is None or not isinstance(answered.context, _Forwarded):
+                return []  # provisional, a retransmission, or the answer to one of our CANCELs
+            return self._forward_answer(answered.context, response, now)
+        branch = self._branches.get(branch_id)
+        if branch is None:
+            return []
+        call = branch.call
+        status = response.status
+        if status < 200:
+            branch.client.provisional(now)
+            self._schedule(branch.client)
+            actions = []
+            if branch.cancel_wanted and not branch.cancelled:
+                actions += self._cancel_branch(branch, now)
+            elif status > 100 and not call.finished:
+                actions += self._send(call.server.send(self._upstream(response), status, now))
+            return actions
+        ack = None if status < 300 else _ack_for(branch.request, response)
+        fresh, sends = branch.client.final(status, ack, now)
+        actions = self._send(sends)
+        self._schedule(branch.client)
+        if 200 <= status < 300:
+            # Every 2xx goes up, retransmissions included (§16.7 step 5): the caller's ACK ends them.
+            self._remember_contact(response, source)
+            data = self._upstream(response)
+            if not call.answered:
+                call.answered = True
+                call.finished = True
+                sends = call.server.send(data, status, now)
+                self._schedule(call.server)
+                # Even after a CANCEL's 487 a 2xx goes up (§16.7 step 5): the caller ACKs and hangs up.
+                actions += self._send(sends) if sends else [self.core._send_action(data, call.server.destination)]
+                actions += self._cancel_branches(call, now)
+            else:
+                actions.append(self.core._send_action(data, call.server.destination))
+            return actions
+        if not fresh:
+            return actions
+        if call.finished:
+            return actions
+        if status >= 600:
+            call.best = response
+            actions += self._cancel_branches(call, now)
+            return actions + self._final_best(call, now)
+        if call.best is None or _rank(status) < _rank(call.best.status):
+            call.best = response
+        if not any(b.client.pending for b in call.branches):
+            actions += self._final_best(call, now)
+        return actions
+
+    # -- timers --------------------------------------------------------------------------
+    def next_deadline(self):
+        while self._timers and self._timers[0][2].due != self._timers[0][0]:
+            heapq.heappop(self._timers)
+        deadlines = [d for d in (self._timers[0][0] if self._timers else None, self._forwarded.next_deadline())
+                     if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float) -> list:
+        actions = []
+        while self._timers and self._timers[0][0] <= now:
+            due, _, machine = heapq.heappop(self._timers)
+            if machine.due != due:
+                continue
+            actions += self._send(machine.fire(now))
+            self._schedule(machine)
+            if isinstance(machine, InviteClient):
+                actions += self._client_timer(machine, now)
+            elif machine.terminated:
+                self._servers.pop(machine.key, None)
+        for item in self._forwarded.tick(now):
+            if isinstance(item, client.Resend):
+                actions.append(self.core._send_action(item.data, item.destination))
+            elif isinstance(item.context, _Forwarded):
+                forwarded = item.context
+                actions += self.core._finish(forwarded.key, forwarded.request, forwarded.source, now,
+                                             408, "Request Timeout")
+        return actions
+
+    def _client_timer(self, machine: InviteClient, now: float) -> list:
+        branch = self._branches.get(machine.branch)
+        if branch is None:
+            return []
+        if not machine.terminated:
+            return []
+        del self._branches[machine.branch]
+        call = branch.call
+        actions = []
+        if machine.timed_out and machine.was_proceeding and not branch.cancelled:
+            actions += self._cancel_branch(branch, now)  # Timer C: ringing too long
+        if not machine.timed_out or call.finished:
+            return actions
+        # Timer B: this branch counts as a 408 (§16.7 step 2 "as if a 408 had arrived").
+        if call.best is None:
+            call.best = Response(408, "Request Timeout")
+        if not any(b.client.pending for b in call.branches):
+            return actions + self._final_best(call, now)
+        return actions
+
+    def _schedule(self, machine) -> None:
+        if machine.due is not None:
+            heapq.heappush(self._timers, (machine.due, next(self._order), machine))
+
+    # -- building and sending ---------------------------------------------------------------
+    def _send(self, outgoing) -> list:
+        return [self.core._send_action(item.data, item.destination) for item in outgoing]
+
+    def _validate(self, request: Request):
+        """(status, phrase, headers) when the request must not be forwarded (§16.3), else None."""
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            return 483, "Too Many Hops", ()
+        if self._looped(request):
+            return 482, "Loop Detected", ()
+        proxy_require = request.headers.get_all("Proxy-Require")
+        if proxy_require and request.method != "ACK":
+            # We know no extension a proxy could be asked for (§16.3 step 5).
+            return 420, "Bad Extension", (("Unsupported", ", ".join(proxy_require)),)
+        return None
+
+    def _looped(self, request: Request) -> bool:
+        vias = request.vias
+        for index, via in enumerate(vias[:-1]):
+            branch = via.branch or ""
+            if branch.startswith(BRANCH_PREFIX):
+                stem = branch[len(BRANCH_PREFIX):].partition(".")[0]
+                if stem == self._branch_stem(request, vias[index + 1]):
+                    return True
+        return False
+
+    def _branch_stem(self, request: Request, previous_hop) -> str:
+        """§16.6 step 8: the same request from the same previous hop to the same Request-URI
+        gets the same stem, so seeing it again in a Via is a loop; a new Request-URI a spiral."""
+        material = "\x00".join((str(request.uri), request.call_id, request.from_.tag or "", str(request.cseq[0]),
+                                previous_hop.branch or previous_hop.sent_by)).encode()
+        return hashlib.blake2b(material, key=self._key, digest_size=8).hexdigest()
+
+    def _stateless_branch(self, request: Request) -> str:
+        # Stateless forwarding of the same ACK twice must give the same branch (§16.11).
+        return f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.s{request.cseq[1].lower()}"
+
+    def _fork(self, call: _Call, request: Request, target_uri: str, destination, index, now, *,
+              record_route: bool, routes=None) -> list:
+        branch_id = f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.{index}"
+        if branch_id in self._branches:
+            return []
+        data, sent = self._forwarded_request(request, call.source, target_uri, destination.transport, branch_id,
+                                             record_route=record_route, routes=routes)
+        invite_client = InviteClient(branch_id, data, destination, destination.reliable, now, self.t1)
+        branch = _Branch(call, invite_client, sent)
+        self._branches[branch_id] = branch
+        call.branches.append(branch)
+        self._schedule(invite_client)
+        return self._send([invite_client.first_send()])
+
+    def _route_onwards(self, call: _Call, request: Request, now: float, looked_up: bool = False) -> list:
+        """A re-INVITE inside a dialog: one branch, to the next Route or the Request-URI."""
+        try:
+            routes, target_uri, destination = self._next_hop(request)
+        except SipError:
+            return self._final_local(call, 400, "Bad Request", now=now)
+        if destination is None and not looked_up:
+            return self._seek(request, lambda at: self._route_onwards(call, request, at, True), now)
+        if destination is None:
+            return self._final_local(call, 404, "Not Found", now=now)
+        self._remember_contact(request, call.source)
+        return self._fork(call, request, target_uri, destination, 0, now, record_route=False, routes=routes)
+
+    def _routes_after_us(self, request: Request) -> list:
+        """The Route values left once ours (a phone's pre-loaded outbound proxy) is popped."""
+        routes = request.headers.get_all("Route")
+        return routes[1:] if routes and self.routes_through_us(request) else routes
+
+    def _next_hop(self, request: Request):
+        """(remaining Route values, Request-URI, destination) after popping our own Route.
+
+        Only the parties of calls set up through us are reached (their Contacts, at the
+        source addresses we learned): a crafted Route or Request-URI cannot make Regis relay
+        to any other address."""
+        routes = self._routes_after_us(request)
+        target = parse_name_addr(routes[0]).uri if routes else request.uri
+        return routes, str(request.uri), self._contacts.get(_uri_key(target))
+
+    def _forward_in_dialog(self, request: Request, source, *, branch: str):
+        routes, target_uri, destination = self._next_hop(request)
+        if destination is None:
+            return None, None
+        data, _ = self._forwarded_request(request, source, target_uri, destination.transport, branch,
+                                          record_route=False, routes=routes)
+        return data, destination
+
+    def _forwarded_request(self, request: Request, source, target_uri: str, transport: str, branch: str, *,
+                           record_route: bool, routes=None):
+        """§16.6: the copy sent on: new Request-URI, Max-Forwards less one, our Record-Route
+        and Via on top, the previous hop's Via marked with where it really came from."""
+        local_transport, host, port = self._local(transport)
+        host_text = f"[{host}]" if ":" in host else host
+        via_transport = transport.upper()
+        our_via = f"SIP/2.0/{via_transport} {host_text}:{port};branch={branch};rport"
+        vias = request.headers.get_all("Via")
+        vias = [_received_via(request.top_via, source), *vias[1:]]
+        max_forwards = request.max_forwards
+        items = []
+        placed_vias = False
+        for name, value in request.headers.items():
+            lowered = name.lower()
+            if lowered in ("via", "v"):
+                if not placed_vias:
+                    items.append(("Via", our_via))
+                    items.extend(("Via", via) for via in vias)
+                    if record_route:
+                        rr_transport = "" if local_transport == "udp" else f";transport={local_transport}"
+                        items.append(("Record-Route", f"<sip:{host_text}:{port}{rr_transport};lr>"))
+                    placed_vias = True
+                continue
+            if lowered == "max-forwards":
+                continue
+            if lowered == "route" and routes is not None:
+                continue
+            if lowered in ("proxy-authorization",) and record_route:
+                continue  # our credentials are not the callee's business (§22.3)
+            if lowered in ("content-length", "l"):
+                continue
+            items.append((name, value))
+        items.append(("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1)))
+        if routes:
+            items.extend(("Route", route) for route in routes)
+        sent = Request(request.method, parse_uri(target_uri), "SIP/2.0", None, request.body)
+        for name, value in items:
+            sent.headers.add(name, value)
+        return sent.to_bytes(), sent
+
+    def _upstream(self, response: Response) -> bytes:
+        """The response without our Via (§16.7 step 3)."""
+        vias = response.headers.get_all("Via")[1:]
+        sent = Response(response.status, response.reason, "SIP/2.0", None, response.body)
+        placed = False
+        for name, value in response.headers.items():
+            lowered = name.lower()
+            if lowered in ("via", "v"):
+                if not placed:
+                    for via in vias:
+                        sent.headers.add("Via", via)
+                    placed = True
+                continue
+            if lowered in ("content-length", "l"):
+                continue
+            sent.headers.add(name, value)
+        return sent.to_bytes()
+
+    def _forward_answer(self, forwarded: _Forwarded, response: Response, now: float) -> list:
+        data = self._upstream(response)
+        destination = _response_destination(forwarded.request, forwarded.source)
+        self.core._transactions.complete(forwarded.key, data, destination, now, forwarded.source.reliable)
+        return [self.core._send_action(data, destination)]
+
+    def _local_response(self, request, source, status, phrase, headers=()) -> bytes:
+        data, _ = self.core._response_bytes(request, source, status, phrase, headers)
+        return data
+
+    def _final_local(self, call: _Call, status: int, phrase: str, headers=(), *, now: float) -> list:
+        call.finished = True
+        data = self._local_response(call.request, call.source, status, phrase, headers)
+        actions = self._send(call.server.send(data, status, now))
+        self._schedule(call.server)
+        return actions
+
+    def _adopt_final(self, call: _Call, actions: list, now: float) -> list:
+        """The core answered (a challenge or refusal): that answer becomes the INVITE
+        transaction's final response, retransmitted until the ACK."""
+        adopted = []
+        for action in actions:
+            data = getattr(action, "data", None)
+            if data is not None and data.startswith(b"SIP/2.0 "):
+                status = int(data[8:11])
+                call.finished = True
+                adopted += self._send(call.server.send(data, status, now))
+                self._schedule(call.server)
+            else:
+                adopted.append(action)
+        return adopted
+
+    def _final_best(self, call: _Call, now: float) -> list:
+        best = call.best
+        call.finished = True
+        if best is None or not best.headers.get_all("Via"):
+            return self._final_local(call, 408 if best is None else best.status, "Request Timeout"
+                                     if best is None else best.reason, now=now)
+        if best.status == 503:
+            # §16.7 step 6: a 503 would tell the caller this proxy is overloaded.
+            return self._final_local(call, 500, "Server Internal Error", now=now)
+        actions = self._send(call.server.send(self._upstream(best), best.status, now))
+        self._schedule(call.server)
+        return actions
+
+    def _cancel_branches(self, call: _Call, now: float) -> list:
+        actions = []
+        for branch in call.branches:
+            if branch.client.pending and not branch.cancelled:
+                if branch.client.state == "proceeding":
+                    actions += self._cancel_branch(branch, now)
+                else:
+                    # §9.1: not before a provisional; sent when one comes (or Timer B ends it).
+                    branch.cancel_wanted = True
+        return actions
+
+    def _cancel_branch(self, branch: _Branch, now: float) -> list:
+        branch.cancelled = True
+        invite = branch.request
+        lines = [f"CANCEL {invite.uri} SIP/2.0", f"Via: {invite.headers.get_all('Via')[0]}",
+                 "Max-Forwards: 70", f"From: {invite.headers.get('From')}", f"To: {invite.headers.get('To')}",
+                 f"Call-ID: {invite.call_id}", f"CSeq: {invite.cseq[0]} CANCEL"]
+        lines += [f"Route: {route}" for route in invite.headers.get_all("Route")]
+        lines.append("Content-Length: 0")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        destination = branch.client.destination
+        first = self._forwarded.start(branch=branch.client.branch, method="CANCEL", data=data,
+                                      destination=destination, context=branch, now=now,
+                                      reliable=destination.reliable)
+        return [self.core._send_action(first.data, first.destination)]
+
+    # -- where dialog peers are ---------------------------------------------------------------
+    def _remember_contact(self, message, source) -> None:
+        """The Contact of a caller or callee, reached where its message came from: in-dialog
+        requests name it in their Request-URI, and behind NAT only the source leads back."""
+        try:
+            contacts = message.contacts
+        except SipError:
+            return
+        for contact in contacts[:1]:
+            self._contacts_put(_uri_key(contact.uri), source)
+
+    def _contacts_put(self, key, destination) -> None:
+        self._contacts[key] = destination
+        self._contacts.move_to_end(key)
+        while len(self._contacts) > MAX_REMEMBERED_CONTACTS:
+            self._contacts.popitem(last=False)
+
+
+def _rank(status: int) -> tuple:
+    """§16.7 step 6: the lowest class wins (6xx is handled before); within 4xx some are more
+    telling than others."""
+    preferred = {486: 0, 480: 1, 487: 1, 404: 2}
+    return (status // 100, preferred.get(status, 5), status)
+
+
+def _uri_key(uri) -> tuple:
+    return (uri.user or "", uri.host.strip("[]"), uri.port or 5060, uri.transport or "udp")
+
+
+def _received_via(via, source) -> str:
+    """The previous hop's Via with received/rport filled in (§18.2.1, RFC 3581)."""
+    params = list(via.params)
+    has_rport = via.has_param("rport")
+    if has_rport or via.host.strip("[]") != source.ip:
+        params = [p for p in params if p[0] != "received"] + [("received", source.ip)]
+    if has_rport:
+        params = [(n, str(source.port) if n == "rport" else v) for n, v in params]
+    text = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    return f"{via.protocol}/{via.transport} {via.sent_by}{text}"
+
+
+def _response_destination(request: Request, source):
+    """Where responses to ``request`` go (§18.2.2 and RFC 3581)."""
+    from registrar.sip.core import Source
+    via = request.top_via
+    if via.has_param("rport") or source.reliable:
+        return source
+    return Source(source.transport, source.ip, via.port or 5060, source.connection)
+
+
+def _ack_for(invite: Request, response: Response) -> bytes:
+    """§17.1.1.3: the ACK of a non-2xx final response, on the INVITE's branch."""
+    lines = [f"ACK {invite.uri} SIP/2.0", f"Via: {invite.headers.get_all('Via')[0]}", "Max-Forwards: 70",
+             f"From: {invite.headers.get('From')}", f"To: {response.headers.get('To')}",
+             f"Call-ID: {invite.call_id}", f"CSeq: {invite.cseq[0]} ACK"]
+    lines += [f"Route: {route}" for route in invite.headers.get_all("Route")]
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
