@@ -81,7 +81,8 @@ class TraceFilterSet(django_filters.FilterSet):
 
 
 # -- outbound trunks -------------------------------------------------------------------------
-from registrar.models import Trunk, TrunkState  # noqa: E402
+from registrar.choices import TrunkState  # noqa: E402
+from registrar.models import Trunk  # noqa: E402
 
 
 class TrunkFilterSet(django_filters.FilterSet):

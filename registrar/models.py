@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from registrar.choices import (AlertEvent, AttemptOutcome, AuthMode, OAuthMode, ParameterKind, QualifyStatus,
-                               ReasonCode, Transport)
+                               ReasonCode, Transport, TrunkCause, TrunkState)
 from registrar.sip.errors import SipError
 from registrar.sip.uri import parse_uri
 
@@ -489,27 +489,6 @@ class Trunk(models.Model):
 
     def __str__(self):
         return self.name
-
-
-class TrunkState(models.TextChoices):
-    DISABLED = "disabled", "Disabled"
-    REGISTERING = "registering", "Registering"
-    REGISTERED = "registered", "Registered"
-    FAILED = "failed", "Failed"
-
-
-class TrunkCause(models.TextChoices):
-    NONE = "", "—"
-    BAD_CREDENTIALS = "bad_credentials", "Bad credentials: the server challenged our answer again"
-    FORBIDDEN = "forbidden", "Forbidden by the server"
-    REALM_MISMATCH = "realm_mismatch", "The server's realm differs from the expected one"
-    TIMEOUT = "timeout", "No answer from the server"
-    TRANSPORT = "transport", "DNS or transport error"
-    INTERVAL_TOO_BRIEF = "interval_too_brief", "Interval too brief, and the server's minimum is over our limit"
-    UNSUPPORTED_CHALLENGE = "unsupported_challenge", "The server asked for a digest we cannot answer"
-    SERVER_ERROR = "server_error", "The server failed (5xx)"
-    REJECTED = "rejected", "Refused by the server"
-    UNREADABLE_PASSWORD = "unreadable_password", "The stored password cannot be decrypted (SECRET_KEY changed?)"
 
 
 class TrunkStatus(models.Model):

@@ -12,7 +12,8 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from registrar import crypto, live
-from registrar.models import Trunk, TrunkAttempt, TrunkCause, TrunkState, TrunkStatus
+from registrar.choices import TrunkCause, TrunkState
+from registrar.models import Trunk, TrunkAttempt, TrunkStatus
 from registrar.sip.errors import SipError
 from registrar.sip.uac import TrunkConfig, TrunkReport, Target, target_from_uri
 

@@ -787,7 +787,8 @@ def webhook_delete(request, pk):
 
 # -- outbound trunks (registrar.trunks owns the writes) ---------------------------------
 from registrar import trunks as trunk_service  # noqa: E402
-from registrar.models import Trunk, TrunkState  # noqa: E402
+from registrar.choices import TrunkState  # noqa: E402
+from registrar.models import Trunk  # noqa: E402
 from webui.forms import TrunkForm  # noqa: E402
 
 TRUNK_HISTORY_LENGTH = 50

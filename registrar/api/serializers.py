@@ -509,7 +509,8 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
 
 # -- outbound trunks (registrar.trunks owns the writes) ---------------------------------
 from registrar import trunks  # noqa: E402
-from registrar.models import Trunk, TrunkAttempt, TrunkState, TrunkStatus  # noqa: E402
+from registrar.choices import TrunkState  # noqa: E402
+from registrar.models import Trunk, TrunkAttempt, TrunkStatus  # noqa: E402
 
 
 class TrunkStatusSerializer(serializers.ModelSerializer):

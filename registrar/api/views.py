@@ -401,7 +401,8 @@ class WebhookDeliveryViewSet(viewsets.ReadOnlyModelViewSet):
 # -- outbound trunks (registrar.trunks owns the writes) ---------------------------------
 from registrar import trunks  # noqa: E402
 from registrar.filters import TrunkFilterSet  # noqa: E402
-from registrar.models import Trunk, TrunkState  # noqa: E402
+from registrar.choices import TrunkState  # noqa: E402
+from registrar.models import Trunk  # noqa: E402
 
 REGISTER_NOW_DETAIL = "runsip registers the trunk again within seconds; follow its status."
 

@@ -12,7 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from registrar import trunks
-from registrar.models import Trunk, TrunkState
+from registrar.choices import TrunkState
+from registrar.models import Trunk
 
 # Option (its dest) → Trunk field.
 OPTION_FIELDS = {"registrar": "registrar_uri", "user": "aor_user", "domain": "aor_domain",
