@@ -38,6 +38,7 @@ class AlertEvent(models.TextChoices):
     FAILURE_SPIKE = "failure_spike", "Many failed attempts for one extension"
     STOPPED_REGISTERING = "stopped_registering", "Extensions stopped registering"
     JOB_FAILED = "job_failed", "A housekeeping job failed"
+    EMERGENCY_CALL = "emergency_call", "An emergency number was dialled"
     TEST = "test", "Test alert"
 
 
@@ -73,3 +74,23 @@ class TrunkCause(models.TextChoices):
     SERVER_ERROR = "server_error", "The server failed (5xx)"
     REJECTED = "rejected", "Refused by the server"
     UNREADABLE_PASSWORD = "unreadable_password", "The stored password cannot be decrypted (SECRET_KEY changed?)"
+
+
+class CallPermission(models.TextChoices):
+    """What an extension may dial; the emergency numbers (soft parameter 330) always go through."""
+    ALL = "all", "Extensions and outside numbers"
+    INTERNAL = "internal", "Extensions only"
+    EMERGENCY = "emergency", "Emergency numbers only"
+
+
+class CallKind(models.TextChoices):
+    INTERNAL = "internal", "Extension to extension"
+    OUTBOUND = "outbound", "Out through a trunk"
+    EMERGENCY = "emergency", "Emergency"
+
+
+class CallState(models.TextChoices):
+    SETUP = "setup", "Setting up"
+    RINGING = "ringing", "Ringing"
+    ANSWERED = "answered", "Answered"
+    ENDED = "ended", "Ended"

@@ -13,8 +13,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from registrar.choices import (AlertEvent, AttemptOutcome, AuthMode, OAuthMode, ParameterKind, QualifyStatus,
-                               ReasonCode, Transport, TrunkCause, TrunkState)
+from registrar.choices import (AlertEvent, AttemptOutcome, AuthMode, CallKind, CallPermission, CallState, OAuthMode,
+                               ParameterKind, QualifyStatus, ReasonCode, Transport, TrunkCause, TrunkState)
 from registrar.sip.errors import SipError
 from registrar.sip.uri import parse_uri
 
@@ -57,6 +57,9 @@ class Extension(models.Model):
     bearer_methods = models.CharField(
         max_length=255, default="REGISTER,SUBSCRIBE,INVITE",
         help_text="Comma-separated SIP methods that must authenticate when bearer tokens are allowed.")
+    call_permission = models.CharField(
+        max_length=12, choices=CallPermission.choices, default=CallPermission.ALL, db_default=CallPermission.ALL,
+        help_text="What it may dial. Emergency numbers always go through, whatever this says.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -382,6 +385,9 @@ class Alert(models.Model):
                                          help_text="When a process took it to send (e-mail, webhooks).")
     emailed_to = models.TextField(blank=True)
     email_error = models.TextField(blank=True)
+    # Emergency-call alerts stay on the dashboard until someone says they have seen them.
+    acknowledged_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -563,3 +569,81 @@ class OAuthServer(models.Model):
 
     def __str__(self):
         return self.name
+
+
+def regular_expression(pattern):
+    import re
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValidationError(f"Not a regular expression: {error}.") from None
+
+
+dial_prefix_validator = RegexValidator(r"^[0-9*#+]*$", "Only digits, '*', '#' and '+'.")
+
+
+class DialRule(models.Model):
+    """One line of the dial plan: a number the caller dials that matches ``pattern`` (a
+    regular expression the whole number must match) goes out through ``trunk``, with
+    ``strip`` leading characters removed and ``prefix`` put in front. Extensions are
+    matched first; rules are tried in ``position`` order."""
+
+    name = models.CharField(max_length=100, blank=True)
+    position = models.PositiveIntegerField(default=100, help_text="Rules are tried from the lowest position up.")
+    pattern = models.CharField(max_length=200, validators=[regular_expression],
+                               help_text=r"A regular expression the whole dialled number must match, e.g. 0\d{6,15} "
+                                         r"or \+[1-9]\d{6,14}.")
+    strip = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(32)],
+                                             help_text="How many leading characters to remove.")
+    prefix = models.CharField(max_length=32, blank=True, validators=[dial_prefix_validator],
+                              help_text="What to put in front once stripped.")
+    trunk = models.ForeignKey(Trunk, on_delete=models.PROTECT, related_name="dial_rules")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self):
+        return f"{self.pattern} → {self.trunk}"
+
+
+class Call(models.Model):
+    """A call through the proxy: live while ``ended_at`` is empty, its call record (CDR) after."""
+
+    call_id = models.CharField(max_length=255)
+    caller_tag = models.CharField(max_length=128, help_text="The caller's From tag: with Call-ID, the call.")
+    caller = models.CharField(max_length=64, db_index=True, help_text="The calling extension.")
+    caller_name = models.CharField(max_length=128, blank=True)
+    dialled = models.CharField(max_length=128, db_index=True, help_text="The number as dialled.")
+    callee = models.CharField(max_length=128, blank=True,
+                              help_text="The extension called, or the number sent to the trunk.")
+    kind = models.CharField(max_length=12, choices=CallKind.choices, db_index=True)
+    trunk = models.ForeignKey(Trunk, on_delete=models.SET_NULL, null=True, blank=True, related_name="calls")
+    trunk_name = models.CharField(max_length=64, blank=True, help_text="Kept when the trunk is deleted.")
+    state = models.CharField(max_length=12, choices=CallState.choices, default=CallState.SETUP, db_index=True)
+    source_ip = models.GenericIPAddressField()
+    source_port = models.PositiveIntegerField()
+    transport = models.CharField(max_length=8, choices=Transport.choices)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The final status of the INVITE.")
+    reason = models.CharField(max_length=255, blank=True, help_text="How it ended, in words.")
+    worker = models.CharField(max_length=128, blank=True, help_text="The runsip process that carried it.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["call_id", "caller_tag"], name="one_row_per_call")]
+
+    def __str__(self):
+        return f"{self.caller} → {self.dialled} ({self.state})"
+
+    @property
+    def duration(self):
+        """Seconds talked: from the answer to the end (or to now while it lasts); None unanswered."""
+        if self.answered_at is None:
+            return None
+        end = self.ended_at or timezone.now()
+        return max(0.0, (end - self.answered_at).total_seconds())

@@ -14,6 +14,11 @@ from registrar.sip.policy import Policy
 ALGORITHM_CHOICES = ("SHA-256", "MD5", "SHA-512-256")
 
 
+def _dialable(item: str) -> None:
+    if not item or any(char not in "0123456789*#+" for char in item):
+        raise ValueError(item)
+
+
 @dataclass(frozen=True)
 class ParameterSpec:
     number: int
@@ -96,6 +101,16 @@ CATALOGUE = (
     ParameterSpec(323, "alert_failure_threshold", ParameterKind.INTEGER, 20,
                   "An alert goes out when one extension has more than this many failed attempts in 10 minutes "
                   "(0 = never).", 0, 100000),
+    ParameterSpec(330, "emergency_numbers", ParameterKind.LIST, ["112", "911", "000"],
+                  "Emergency numbers: always routed (to parameter 331's destination), even for an extension barred "
+                  "from other calls, and every such call alerts the extensions of parameter 332 and the dashboard.",
+                  check_item=lambda item: _dialable(item)),
+    ParameterSpec(331, "emergency_route", ParameterKind.TEXT, "",
+                  "Where emergency calls go: an extension number, or trunk:NAME for a trunk (the number is sent "
+                  "as dialled). Empty: through the dial plan like any other number."),
+    ParameterSpec(332, "emergency_alert_extensions", ParameterKind.LIST, [],
+                  "Extensions that get a SIP MESSAGE (\"Emergency call from 1001 (Reception) at 192.0.2.10 to 112\") "
+                  "on every emergency call."),
     ParameterSpec(306, "rate_burst", ParameterKind.INTEGER, 400,
                   "How many requests one address may send at once above the rate limit.", 0, 1000000),
 )
