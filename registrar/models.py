@@ -485,6 +485,10 @@ class Trunk(models.Model):
                                       help_text="Send the REGISTERs here instead (sip:host[:port][;transport=...]).")
     contact_user = models.CharField(max_length=64, blank=True, help_text="User part of our Contact; empty = AOR user.")
     enabled = models.BooleanField(default=True)
+    register = models.BooleanField(
+        default=True, db_default=True,
+        help_text="Keep a registration with the upstream. Off for a trunk that only carries calls (the upstream "
+                  "knows us by address, or challenges each call).")
     register_now_at = models.DateTimeField(null=True, blank=True, editable=False,
                                            help_text="When an admin last asked for an immediate re-registration.")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -334,19 +334,24 @@ class CallBinding(NamedTuple):
     source_ip: str
     source_port: int
     transport: str
+    path: str = ""  # Path values (RFC 3327), comma separated: requests to it go through them
+    extension: str = ""
+
+
+_CALL_BINDING_FIELDS = ("contact_uri", "q", "source_ip", "source_port", "transport", "path", "extension__number")
 
 
 def call_bindings(number: str) -> list[CallBinding]:
     """The live bindings of extension ``number``, higher q first (RFC 3261 §16.6 forking)."""
     rows = (live_bindings().filter(extension__number=number, extension__enabled=True)
-            .order_by("-q", "pk").values_list("contact_uri", "q", "source_ip", "source_port", "transport"))
+            .order_by("-q", "pk").values_list(*_CALL_BINDING_FIELDS))
     return [CallBinding(*row) for row in rows]
 
 
 def contact_binding(contact_uri: str) -> CallBinding | None:
     """The live binding registered with exactly this Contact URI (an in-dialog request names it)."""
     row = (live_bindings().filter(contact_uri=contact_uri, extension__enabled=True).order_by("-last_refreshed")
-           .values_list("contact_uri", "q", "source_ip", "source_port", "transport").first())
+           .values_list(*_CALL_BINDING_FIELDS).first())
     return CallBinding(*row) if row is not None else None
 
 

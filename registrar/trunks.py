@@ -92,10 +92,10 @@ def trunks_version() -> tuple:
     return row["count"], row["changed"], row["asked"]
 
 
-def trunk_snapshot() -> dict[int, TrunkConfig]:
-    """Every trunk as runsip needs it, passwords decrypted (None when unreadable)."""
+def trunk_snapshot(trunks=None) -> dict[int, TrunkConfig]:
+    """Every trunk (or those given) as runsip needs it, passwords decrypted (None when unreadable)."""
     snapshot = {}
-    for trunk in Trunk.objects.all():
+    for trunk in Trunk.objects.all() if trunks is None else trunks:
         try:
             password = crypto.decrypt(trunk.password_encrypted)
         except crypto.UnreadableSecret:
@@ -108,8 +108,14 @@ def trunk_snapshot() -> dict[int, TrunkConfig]:
             password=password, expected_realm=trunk.expected_realm, expires=trunk.expires,
             contact_user=trunk.contact_user or trunk.aor_user, enabled=trunk.enabled,
             register_now_at=trunk.register_now_at.timestamp() if trunk.register_now_at else 0.0,
+            register=trunk.register,
         )
     return snapshot
+
+
+def trunk_config(trunk: Trunk) -> TrunkConfig:
+    """One trunk as runsip needs it (a call through it), password decrypted (None when unreadable)."""
+    return trunk_snapshot([trunk])[trunk.pk]
 
 
 def record_trunk_reports(reports) -> list:

@@ -8,7 +8,7 @@ import pytest
 from registrar.sip import digest
 from registrar.sip.core import Credentials, RecordAttempt, RegistrarCore, SendMessage, Source
 from registrar.sip.message import parse_message
-from registrar.sip.proxy import CallTarget, LookupCallee, LookupContact
+from registrar.sip.proxy import CallRoute, CallTarget, LookupCallee, LookupContact
 from registrar.sip.reasons import Reason
 from tests.e2e import authorization, parse_challenge
 
@@ -57,7 +57,11 @@ class Harness:
                 self.attempts.append(action.attempt)
             elif isinstance(action, LookupCallee):
                 self.lookups.append(action.user)
-                actions.extend(self.core.callee_found(action.ticket, self.targets.get(action.user, []), now))
+                route = self.targets.get(action.user, [])
+                if action.user not in self.extensions and action.user not in self.targets:
+                    # What registrar.calls.start_call answers for a number nothing matches.
+                    route = CallRoute(refusal=(404, "Not Found", f"no extension or dial rule matches {action.user}"))
+                actions.extend(self.core.callee_found(action.ticket, route, now))
             elif isinstance(action, LookupContact):
                 self.lookups.append(action.contact_uri)
                 found = self.bindings_by_contact.get(action.contact_uri)
@@ -124,7 +128,7 @@ def test_invite_without_credentials_is_challenged_with_407_and_a_wrong_password_
 def test_unknown_callee_gets_404_and_unregistered_callee_480():
     harness = Harness()
     sent = authenticated_invite(harness, callee="4444")
-    assert [m.status for m, _ in sent] == [404]
+    assert [m.status for m, _ in sent] == [100, 404]
     harness = Harness()
     sent = authenticated_invite(harness, callee="1003")
     assert [m.status for m, _ in sent] == [100, 480]

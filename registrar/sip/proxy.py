@@ -21,9 +21,11 @@ a crafted Route or Request-URI never makes Regis relay to an address of its choo
 Media never passes through here; neither does a websocket phone yet (its connection is
 the web process's): such targets are left out, so a callee reachable only there gets 480.
 """
+import dataclasses
 import hashlib
 import heapq
 import itertools
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -33,19 +35,27 @@ from registrar.sip.invite import InviteClient, InviteServer
 from registrar.sip.message import Request, Response
 from registrar.sip.reasons import Reason
 from registrar.sip.transactions import MAGIC_COOKIE, transaction_key
+from registrar.sip.uac import answer_challenge, parse_challenges
 from registrar.sip.uri import parse_name_addr, parse_uri
 
 BRANCH_PREFIX = MAGIC_COOKIE + "regis"
 MAX_REMEMBERED_CONTACTS = 10_000
+MAX_REMEMBERED_SHIFTS = 10_000
 UNREACHABLE_TRANSPORTS = frozenset({"ws", "wss"})
 
 
 @dataclass(frozen=True)
 class LookupCallee:
-    """Read the live bindings of extension ``user``; answer with :meth:`Proxy.callee_found`."""
+    """Decide where the authenticated ``caller``'s call to ``user`` (the number dialled) goes —
+    an extension's bindings, a trunk, or a refusal — and record the call; answer with
+    :meth:`Proxy.callee_found` and a :class:`CallRoute`."""
 
     ticket: int
     user: str
+    caller: str = ""
+    call_id: str = ""
+    caller_tag: str = ""
+    source: object = None
 
 
 @dataclass(frozen=True)
@@ -58,11 +68,52 @@ class LookupContact:
 
 
 @dataclass(frozen=True)
+class CallProgress:
+    """Something happened to a call (for its record): ``state`` is "ringing", "answered"
+    or "ended". ``tags`` are the From tag (and To tag, for in-dialog requests) of the
+    message that told us: the call is the one whose caller tag is among them. For a BYE,
+    ``bye_from_tag`` is its From tag (caller's: the caller hung up; else the callee)."""
+
+    call_id: str
+    tags: tuple
+    state: str
+    at: float
+    status: int | None = None
+    reason: str = ""
+    bye_from_tag: str | None = None
+
+
+@dataclass(frozen=True)
 class CallTarget:
     contact_uri: str
     destination: object  # a core.Source the adapter can send on; None when unreachable
     q: float = 1.0
     transport: str = "udp"
+    path: tuple = ()  # the binding's Path (RFC 3327): Route values towards it
+
+
+@dataclass(frozen=True)
+class TrunkLeg:
+    """A call out through a trunk: where to send it, as whom, and the credentials that
+    answer the trunk's 401/407 (the caller never knows them, like Kamailio's uac_auth)."""
+
+    name: str
+    request_uri: str  # sip:<number as the trunk wants it>@<trunk host>
+    from_uri: str  # the trunk's address of record: the From the upstream expects
+    destination: object  # a core.Source
+    username: str
+    password: str
+    expected_realm: str = ""
+    route: str = ""  # a Route value when an outbound proxy stands before the trunk
+
+
+@dataclass(frozen=True)
+class CallRoute:
+    """Where a call goes: the callee's bindings, a trunk, or a refusal (status, phrase, why)."""
+
+    targets: tuple = ()
+    trunk: TrunkLeg | None = None
+    refusal: tuple | None = None
 
 
 @dataclass
@@ -72,6 +123,12 @@ class _Branch:
     request: Request  # the INVITE as sent on this branch
     cancel_wanted: bool = False
     cancelled: bool = False
+    trunk: TrunkLeg | None = None
+    # Trunk legs: the challenges answered so far by the header answering them (each sent
+    # again with the next INVITE, RFC 3261 §22.3), and how far our CSeq runs ahead of the caller's.
+    challenges: dict = None
+    nonce_counts: dict = None
+    cseq_offset: int = 0
 
 
 @dataclass
@@ -87,6 +144,9 @@ class _Call:
     best: Response = None
     answered: bool = False
     finished: bool = False
+    recorded: bool = False  # the adapter stored it: progress reports go out
+    rang: bool = False
+    failure: str = ""  # why it failed, in words, when we know better than the status
 
 
 @dataclass
@@ -111,6 +171,8 @@ class Proxy:
         self._seeking: dict = {}  # ticket -> how to go on once a contact's binding is read
         self._forwarded = client.ClientTransactions(t1=t1, timer_f=64 * t1)
         self._contacts: OrderedDict = OrderedDict()  # contact URI key -> Source seen for it
+        # (Call-ID, caller's tag) -> how much higher our CSeq to a trunk runs than the caller's.
+        self._shifts: OrderedDict = OrderedDict()
         self._timers: list = []
         self._order = itertools.count()
 
@@ -166,23 +228,34 @@ class Proxy:
             return [*self.core._recorded(attempt), *self._final_local(call, 403, "Forbidden", now=now)]
         call.caller = username
         callee = request.uri.user_unescaped or ""
-        if not callee or self.core._credentials(callee) is None:
+        if not callee:
             return self._final_local(call, 404, "Not Found", now=now)
-        if not self.core._credentials(callee).enabled:
-            return self._final_local(call, 480, "Temporarily Unavailable", now=now)
         self._remember_contact(request, source)
         call.ticket = next(self.core._tickets)
         self._waiting[call.ticket] = call
         trying = call.server.send(self._local_response(request, source, 100, "Trying"), 100, now)
-        return [*self._send(trying), LookupCallee(call.ticket, callee)]
+        # Extension, dial plan, emergency number or refusal: the database decides (and records the call).
+        return [*self._send(trying), LookupCallee(call.ticket, callee, username, request.call_id,
+                                                  request.from_.tag or "", source)]
 
-    def callee_found(self, ticket: int, targets, now: float) -> list:
+    def callee_found(self, ticket: int, route, now: float) -> list:
+        """Where the call goes: a :class:`CallRoute` (a plain list of :class:`CallTarget` is
+        an extension's bindings)."""
         call = self._waiting.pop(ticket, None)
         if call is None or call.finished:
             return []
-        usable = [t for t in targets if t.destination is not None and t.transport not in UNREACHABLE_TRANSPORTS]
+        if not isinstance(route, CallRoute):
+            route = CallRoute(targets=tuple(route))
+        if route.refusal is not None:
+            status, phrase, _ = route.refusal
+            return self._final_local(call, status, phrase, now=now)
+        call.recorded = True
+        if route.trunk is not None:
+            return self._fork_to_trunk(call, route.trunk, now)
+        usable = [t for t in route.targets if t.destination is not None and t.transport not in UNREACHABLE_TRANSPORTS]
         if not usable:
-            return self._final_local(call, 480, "Temporarily Unavailable", now=now)
+            return self._final_local(call, 480, "Temporarily Unavailable", now=now,
+                                     why="no registered phone of the callee can be reached from runsip")
         usable.sort(key=lambda target: -(target.q if target.q is not None else 1.0))
         actions = []
         for index, target in enumerate(usable):
@@ -192,10 +265,16 @@ class Proxy:
                 continue
             self._contacts_put(_uri_key(uri), target.destination)
             actions += self._fork(call, call.request, str(uri), target.destination, index, now, record_route=True,
-                                  routes=self._routes_after_us(call.request))
+                                  routes=[*target.path, *self._routes_after_us(call.request)])
         if not call.branches:
             return self._final_local(call, 480, "Temporarily Unavailable", now=now)
         return actions
+
+    def _fork_to_trunk(self, call: _Call, trunk: TrunkLeg, now: float) -> list:
+        routes = [trunk.route] if trunk.route else []
+        from_value = str(dataclasses.replace(call.request.from_, uri=parse_uri(trunk.from_uri)))
+        return self._fork(call, call.request, trunk.request_uri, trunk.destination, 0, now, record_route=True,
+                          routes=routes, trunk=trunk, from_value=from_value)
 
     def contact_found(self, ticket: int, target, now: float) -> list:
         """The binding (a :class:`CallTarget`, or None) whose Contact an in-dialog request named."""
@@ -255,7 +334,7 @@ class Proxy:
             return actions
         self._waiting.pop(call.ticket, None)
         actions += self._cancel_branches(call, now)
-        actions += self._final_local(call, 487, "Request Terminated", now=now)
+        actions += self._final_local(call, 487, "Request Terminated", now=now, why="cancelled by the caller")
         return actions
 
     def in_dialog(self, request: Request, source, key, now: float, looked_up: bool = False) -> list:
@@ -276,7 +355,12 @@ class Proxy:
         context = _Forwarded(request, source, key, branch)
         first = self._forwarded.start(branch=branch, method=request.method, data=data, destination=destination,
                                       context=context, now=now, reliable=destination.reliable)
-        return [self.core._send_action(first.data, first.destination)]
+        actions = [self.core._send_action(first.data, first.destination)]
+        if request.method == "BYE":
+            from_tag = request.from_.tag or ""
+            actions.append(CallProgress(request.call_id, (from_tag, request.to.tag or ""), "ended", now,
+                                        bye_from_tag=from_tag))
+        return actions
 
     # -- responses from the callees ---------------------------------------------------------
     def owns(self, response: Response) -> bool:
@@ -305,7 +389,10 @@ class Proxy:
             if branch.cancel_wanted and not branch.cancelled:
                 actions += self._cancel_branch(branch, now)
             elif status > 100 and not call.finished:
-                actions += self._send(call.server.send(self._upstream(response), status, now))
+                actions += self._send(call.server.send(self._upstream(response, branch), status, now))
+                if status in (180, 183) and not call.rang:
+                    call.rang = True
+                    actions += self._progress(call, "ringing", now, status)
             return actions
         ack = None if status < 300 else _ack_for(branch.request, response)
         fresh, sends = branch.client.final(status, ack, now)
@@ -314,10 +401,13 @@ class Proxy:
         if 200 <= status < 300:
             # Every 2xx goes up, retransmissions included (§16.7 step 5): the caller's ACK ends them.
             self._remember_contact(response, source)
-            data = self._upstream(response)
+            data = self._upstream(response, branch)
             if not call.answered:
                 call.answered = True
                 call.finished = True
+                actions += self._progress(call, "answered", now, status)
+                if branch.cseq_offset:
+                    self._shift_put((call.request.call_id, call.request.from_.tag or ""), branch.cseq_offset)
                 sends = call.server.send(data, status, now)
                 self._schedule(call.server)
                 # Even after a CANCEL's 487 a 2xx goes up (§16.7 step 5): the caller ACKs and hangs up.
@@ -330,6 +420,8 @@ class Proxy:
             return actions
         if call.finished:
             return actions
+        if status in (401, 407) and branch.trunk is not None:
+            return actions + self._answer_trunk_challenge(branch, response, now)
         if status >= 600:
             call.best = response
             actions += self._cancel_branches(call, now)
@@ -432,18 +524,75 @@ class Proxy:
         return f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.s{request.cseq[1].lower()}"
 
     def _fork(self, call: _Call, request: Request, target_uri: str, destination, index, now, *,
-              record_route: bool, routes=None) -> list:
+              record_route: bool, routes=None, trunk: TrunkLeg | None = None, from_value: str | None = None) -> list:
         branch_id = f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.{index}"
         if branch_id in self._branches:
             return []
         data, sent = self._forwarded_request(request, call.source, target_uri, destination.transport, branch_id,
-                                             record_route=record_route, routes=routes)
+                                             record_route=record_route, routes=routes, from_value=from_value)
+        return self._start_branch(call, branch_id, data, sent, destination, now,
+                                  trunk=trunk, challenges={}, nonce_counts={})
+
+    def _start_branch(self, call: _Call, branch_id: str, data: bytes, sent: Request, destination, now, *,
+                      trunk=None, challenges=None, nonce_counts=None, cseq_offset: int = 0) -> list:
         invite_client = InviteClient(branch_id, data, destination, destination.reliable, now, self.t1)
-        branch = _Branch(call, invite_client, sent)
+        branch = _Branch(call, invite_client, sent, trunk=trunk, challenges=challenges, nonce_counts=nonce_counts,
+                         cseq_offset=cseq_offset)
         self._branches[branch_id] = branch
         call.branches.append(branch)
         self._schedule(invite_client)
         return self._send([invite_client.first_send()])
+
+    # -- trunks: answering the upstream's challenge with the trunk's credentials -----------------
+    def _answer_trunk_challenge(self, branch: _Branch, response: Response, now: float) -> list:
+        """A trunk answered 401/407: send the INVITE again, CSeq one higher, with the trunk's
+        credentials — once per challenge; challenged again, the call fails, with the reason."""
+        trunk, call = branch.trunk, branch.call
+        usable, unusable = parse_challenges(response)
+        header = "Proxy-Authorization" if response.status == 407 else "Authorization"
+        if not usable:
+            offered = ", ".join(unusable) or "no Digest challenge"
+            return self._trunk_failed(call, f"trunk '{trunk.name}' asked for an authentication we cannot answer "
+                                            f"({offered})", now)
+        challenge = usable[0]
+        if trunk.expected_realm and challenge.realm != trunk.expected_realm:
+            return self._trunk_failed(call, f"realms do not match: server asked for '{challenge.realm}', trunk "
+                                            f"'{trunk.name}' expects '{trunk.expected_realm}'", now)
+        if header in branch.challenges and not challenge.stale:
+            return self._trunk_failed(call, f"trunk '{trunk.name}' challenged again ({response.status}): it refused "
+                                            f"the credentials of {trunk.username!r}", now)
+        challenges = {**branch.challenges, header: challenge}
+        nonce_counts = dict(branch.nonce_counts)
+        previous = branch.request
+        number = previous.cseq[0] + 1
+        index = branch.client.branch.rpartition(".")[2]
+        branch_id = f"{BRANCH_PREFIX}{self._branch_stem(call.request, call.request.top_via)}.{index}a{number}"
+        retry = Request(previous.method, previous.uri, "SIP/2.0", None, previous.body)
+        our_via = previous.headers.get_all("Via")[0]
+        via_done = False
+        for name, value in previous.headers.items():
+            lowered = name.lower()
+            if lowered in ("authorization", "proxy-authorization", "content-length", "l"):
+                continue
+            if lowered in ("via", "v") and not via_done:
+                value = our_via.replace(branch.client.branch, branch_id)
+                via_done = True
+            elif lowered == "cseq":
+                value = f"{number} INVITE"
+            retry.headers.add(name, value)
+        for answered_header, answered in challenges.items():
+            nonce_counts[answered.nonce] = nonce_counts.get(answered.nonce, 0) + 1
+            retry.headers.add(answered_header, answer_challenge(
+                answered, username=trunk.username, password=trunk.password, method="INVITE",
+                uri=str(previous.uri), nc=nonce_counts[answered.nonce], cnonce=secrets.token_hex(8)))
+        return self._start_branch(call, branch_id, retry.to_bytes(), retry, branch.client.destination, now,
+                                  trunk=trunk, challenges=challenges, nonce_counts=nonce_counts,
+                                  cseq_offset=branch.cseq_offset + 1)
+
+    def _trunk_failed(self, call: _Call, why: str, now: float) -> list:
+        # The caller cannot answer the trunk's challenge: a 407 passed on would ask it for
+        # credentials it does not have. 502: the next hop's answer was unusable to us.
+        return self._final_local(call, 502, "Bad Gateway", now=now, why=why)
 
     def _route_onwards(self, call: _Call, request: Request, now: float, looked_up: bool = False) -> list:
         """A re-INVITE inside a dialog: one branch, to the next Route or the Request-URI."""
@@ -482,7 +631,7 @@ class Proxy:
         return data, destination
 
     def _forwarded_request(self, request: Request, source, target_uri: str, transport: str, branch: str, *,
-                           record_route: bool, routes=None):
+                           record_route: bool, routes=None, from_value: str | None = None):
         """§16.6: the copy sent on: new Request-URI, Max-Forwards less one, our Record-Route
         and Via on top, the previous hop's Via marked with where it really came from."""
         local_transport, host, port = self._local(transport)
@@ -513,6 +662,10 @@ class Proxy:
                 continue  # our credentials are not the callee's business (§22.3)
             if lowered in ("content-length", "l"):
                 continue
+            if lowered in ("from", "f") and from_value is not None:
+                value = from_value
+            if lowered == "cseq" and not record_route:
+                value = self._shifted_cseq(request, value)
             items.append((name, value))
         items.append(("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1)))
         if routes:
@@ -522,10 +675,12 @@ class Proxy:
             sent.headers.add(name, value)
         return sent.to_bytes(), sent
 
-    def _upstream(self, response: Response) -> bytes:
-        """The response without our Via (§16.7 step 3)."""
+    def _upstream(self, response: Response, branch: _Branch | None = None, cseq_shift: int = 0) -> bytes:
+        """The response without our Via (§16.7 step 3). From a trunk, it also gets back the
+        caller's From, To and CSeq number: the caller must recognise its own transaction."""
         vias = response.headers.get_all("Via")[1:]
         sent = Response(response.status, response.reason, "SIP/2.0", None, response.body)
+        original = branch.call.request if branch is not None and branch.trunk is not None else None
         placed = False
         for name, value in response.headers.items():
             lowered = name.lower()
@@ -537,11 +692,23 @@ class Proxy:
                 continue
             if lowered in ("content-length", "l"):
                 continue
+            if original is not None:
+                if lowered in ("from", "f"):
+                    value = original.headers.get("From")
+                elif lowered in ("to", "t"):
+                    tag = response.to.tag
+                    value = str(dataclasses.replace(original.to, params=tuple(
+                        p for p in original.to.params if p[0].lower() != "tag") + ((("tag", tag),) if tag else ())))
+                elif lowered == "cseq":
+                    value = f"{original.cseq[0]} {original.cseq[1]}"
+            elif lowered == "cseq" and cseq_shift:
+                number, _, method = value.strip().partition(" ")
+                value = f"{int(number) - cseq_shift} {method.strip()}"
             sent.headers.add(name, value)
         return sent.to_bytes()
 
     def _forward_answer(self, forwarded: _Forwarded, response: Response, now: float) -> list:
-        data = self._upstream(response)
+        data = self._upstream(response, cseq_shift=self._shift_for(forwarded.request))
         destination = _response_destination(forwarded.request, forwarded.source)
         self.core._transactions.complete(forwarded.key, data, destination, now, forwarded.source.reliable)
         return [self.core._send_action(data, destination)]
@@ -550,12 +717,18 @@ class Proxy:
         data, _ = self.core._response_bytes(request, source, status, phrase, headers)
         return data
 
-    def _final_local(self, call: _Call, status: int, phrase: str, headers=(), *, now: float) -> list:
+    def _final_local(self, call: _Call, status: int, phrase: str, headers=(), *, now: float, why: str = "") -> list:
         call.finished = True
         data = self._local_response(call.request, call.source, status, phrase, headers)
         actions = self._send(call.server.send(data, status, now))
         self._schedule(call.server)
-        return actions
+        return actions + self._progress(call, "ended", now, status, why or f"{status} {phrase}")
+
+    def _progress(self, call: _Call, state: str, now: float, status=None, reason: str = "") -> list:
+        if not call.recorded:
+            return []  # refused before it was routed: the adapter recorded it (or nothing to record)
+        request = call.request
+        return [CallProgress(request.call_id, (request.from_.tag or "",), state, now, status, reason)]
 
     def _adopt_final(self, call: _Call, actions: list, now: float) -> list:
         """The core answered (a challenge or refusal): that answer becomes the INVITE
@@ -577,13 +750,17 @@ class Proxy:
         call.finished = True
         if best is None or not best.headers.get_all("Via"):
             return self._final_local(call, 408 if best is None else best.status, "Request Timeout"
-                                     if best is None else best.reason, now=now)
+                                     if best is None else best.reason, now=now,
+                                     why="no answer from the callee's side" if best is None or best.status == 408
+                                     else "")
         if best.status == 503:
             # §16.7 step 6: a 503 would tell the caller this proxy is overloaded.
-            return self._final_local(call, 500, "Server Internal Error", now=now)
-        actions = self._send(call.server.send(self._upstream(best), best.status, now))
+            return self._final_local(call, 500, "Server Internal Error", now=now,
+                                     why=f"the callee's side answered 503 {best.reason}")
+        branch = next((b for b in call.branches if b.client.branch == best.top_via.branch), None)
+        actions = self._send(call.server.send(self._upstream(best, branch), best.status, now))
         self._schedule(call.server)
-        return actions
+        return actions + self._progress(call, "ended", now, best.status, f"{best.status} {best.reason}")
 
     def _cancel_branches(self, call: _Call, now: float) -> list:
         actions = []
@@ -611,6 +788,24 @@ class Proxy:
                                       reliable=destination.reliable)
         return [self.core._send_action(first.data, first.destination)]
 
+    # -- our own requests ------------------------------------------------------------------
+    def instant_message(self, target: CallTarget, body: str, branch: str) -> bytes:
+        """A SIP MESSAGE (RFC 3428) to a phone's binding, from the registrar itself: the
+        emergency-call alert. Sent where the phone registered from, through its Path."""
+        _, host, port = self._local(target.transport)
+        host_text = f"[{host}]" if ":" in host else host
+        payload = body.encode()
+        lines = [f"MESSAGE {target.contact_uri} SIP/2.0",
+                 f"Via: SIP/2.0/{target.transport.upper()} {host_text}:{port};branch={branch};rport",
+                 "Max-Forwards: 70",
+                 f'From: "Regis" <sip:regis@{self.core.realm}>;tag={secrets.token_hex(6)}',
+                 f"To: <{target.contact_uri}>",
+                 f"Call-ID: {secrets.token_hex(12)}@regis",
+                 "CSeq: 1 MESSAGE"]
+        lines += [f"Route: {route}" for route in target.path]
+        lines += ["Content-Type: text/plain;charset=utf-8", f"Content-Length: {len(payload)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
     # -- where dialog peers are ---------------------------------------------------------------
     def _remember_contact(self, message, source) -> None:
         """The Contact of a caller or callee, reached where its message came from: in-dialog
@@ -621,6 +816,27 @@ class Proxy:
             return
         for contact in contacts[:1]:
             self._contacts_put(_uri_key(contact.uri), source)
+
+    def _shift_for(self, request: Request) -> int:
+        try:
+            return self._shifts.get((request.call_id, request.from_.tag or ""), 0)
+        except SipError:
+            return 0
+
+    def _shifted_cseq(self, request: Request, value: str) -> str:
+        """The caller's in-dialog requests to a trunk we re-sent the INVITE to with a higher
+        CSeq: theirs follow ours, or the trunk would find them out of order (§12.2.2)."""
+        shift = self._shift_for(request)
+        if not shift:
+            return value
+        number, method = request.cseq
+        return f"{number + shift} {method}"
+
+    def _shift_put(self, key, shift: int) -> None:
+        self._shifts[key] = shift
+        self._shifts.move_to_end(key)
+        while len(self._shifts) > MAX_REMEMBERED_SHIFTS:
+            self._shifts.popitem(last=False)
 
     def _contacts_put(self, key, destination) -> None:
         self._contacts[key] = destination

@@ -79,6 +79,11 @@ class TrunkConfig:
     contact_user: str
     enabled: bool
     register_now_at: float = 0.0
+    register: bool = True  # False: the trunk carries calls only, runsip keeps no registration
+
+    @property
+    def registers(self) -> bool:
+        return self.enabled and self.register
 
     @property
     def destination(self) -> Target:

@@ -33,9 +33,10 @@ from registrar.sip.core import (BanSource, RecordAttempt, RegistrarCore, SendMes
 from registrar.sip.errors import SipError
 from registrar.sip import stun
 from registrar.sip.framing import KeepAlive, StreamFramer
-from registrar.sip.proxy import CallTarget, LookupCallee, LookupContact
+from registrar.sip.proxy import CallProgress, LookupCallee, LookupContact
 from registrar.sip.regevent import StoreSubscription
 from registrar.worker import qualify
+from registrar.worker.calls import CallRouter
 from registrar.worker.subscriptions import RegEventNotifier
 from registrar.worker.trunks import TrunkManager
 
@@ -345,7 +346,9 @@ class SipWorker:
                 destination.connection.send(action.data, destination)
                 self.counters.sent(action.data)
             elif isinstance(action, LookupCallee):
-                self._lookup_callee(action)
+                self.calls.lookup(action)
+            elif isinstance(action, CallProgress):
+                self.calls.progress(action)
             elif isinstance(action, LookupContact):
                 self._lookup_contact(action)
             elif isinstance(action, StoreRegistration):
@@ -383,25 +386,7 @@ class SipWorker:
         verdict = await self.tokens.verdict(question.server, question.token)
         self._perform(self.core.token_verified(question.server.id, question.token, verdict, time.time()))
 
-    # -- calls: the proxy's database reads and destinations ----------------------------------
-    def _lookup_callee(self, action: LookupCallee) -> None:
-        future = self.loop.run_in_executor(self.db, _db_job, services.call_bindings, action.user)
-        future.add_done_callback(lambda f: self._callee_read(action, f))
-
-    def _callee_read(self, action: LookupCallee, future) -> None:
-        now = time.time()
-        try:
-            if future.exception() is not None:
-                log.error("reading the bindings of %s failed: %r", action.user, future.exception())
-                self._perform(self.core.callee_lookup_failed(action.ticket, now))
-            else:
-                targets = [CallTarget(row.contact_uri, self._destination(row.transport, row.source_ip, row.source_port),
-                                      row.q, row.transport) for row in future.result()]
-                self._perform(self.core.callee_found(action.ticket, targets, now))
-        except Exception:
-            log.exception("forwarding a call to %s failed", action.user)
-        self._schedule_tick()
-
+    # -- calls: the proxy's database reads and destinations (new calls: registrar.worker.calls) ----
     def _lookup_contact(self, action: LookupContact) -> None:
         future = self.loop.run_in_executor(self.db, _db_job, services.contact_binding, action.contact_uri)
         future.add_done_callback(lambda f: self._contact_read(action, f))
@@ -409,8 +394,7 @@ class SipWorker:
     def _contact_read(self, action: LookupContact, future) -> None:
         try:
             row = None if future.exception() is not None else future.result()
-            target = None if row is None else CallTarget(
-                row.contact_uri, self._destination(row.transport, row.source_ip, row.source_port), row.q, row.transport)
+            target = None if row is None else self.calls.target(row)
             self._perform(self.core.contact_found(action.ticket, target, time.time()))
         except Exception:
             log.exception("routing an in-dialog request to %s failed", action.contact_uri)
@@ -581,6 +565,8 @@ class SipWorker:
         ended = await self.loop.run_in_executor(self.db, _db_job, services.end_orphaned_flows, self.hostname)
         if ended:
             log.info("ended %d bindings whose connections closed with an earlier process", ended)
+        self.calls = CallRouter(self)
+        await self.calls.start()
         for listener in self.listeners:
             if listener.transport == "udp":
                 transport, _ = await self.loop.create_datagram_endpoint(
@@ -627,8 +613,8 @@ class SipWorker:
         for connection in list(self.connections):
             connection.close()
         deadline = time.monotonic() + 5
-        while ((self._storing or self._recording or self._store_queue or self._ending_flows or self._ended_flows)
-               and time.monotonic() < deadline):
+        while ((self._storing or self._recording or self._store_queue or self._ending_flows or self._ended_flows
+                or self.calls.busy) and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
         try:
             await self.loop.run_in_executor(self.db, _db_job, services.forget_worker_status, socket.gethostname(),

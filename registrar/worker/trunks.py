@@ -96,7 +96,7 @@ class TrunkManager:
         now = time.time()
         for trunk_id, client in list(self.clients.items()):
             config = snapshot.get(trunk_id)
-            if config is None or not config.enabled:
+            if config is None or not config.registers:
                 self.handle(client, client.stop(now))
             elif not client.config.same_registration(config):
                 # Another upstream or identity: let the old registration go, start afresh.
@@ -105,7 +105,7 @@ class TrunkManager:
             else:
                 client.config = config
         for trunk_id, config in snapshot.items():
-            if not config.enabled:
+            if not config.registers:
                 continue
             client = self.clients.get(trunk_id)
             if client is None or client.finished or client._unregistering:
@@ -130,22 +130,27 @@ class TrunkManager:
         if self._reports and not self._writing:
             self._flush()
 
+    async def destination_for(self, target) -> Source:
+        """Where to send to ``target`` (a trunk's registrar or outbound proxy): its address
+        resolved, over our UDP listener or a TCP/TLS connection of ours (reused). Raises
+        what went wrong (see :func:`_transport_detail`)."""
+        infos = await asyncio.wait_for(self.worker.loop.getaddrinfo(
+            target.host, target.effective_port, type=socket.SOCK_DGRAM if target.transport == "udp"
+            else socket.SOCK_STREAM), CONNECT_TIMEOUT)
+        family, _, _, _, address = infos[0]
+        ip, port = address[0], address[1]
+        if target.transport == "udp":
+            endpoint = self.worker.udp_endpoint_for(family)
+            if endpoint is None:
+                raise OSError(f"runsip has no UDP listener for {'IPv6' if family == socket.AF_INET6 else 'IPv4'}")
+            return Source("udp", ip, port, endpoint)
+        connection = await self._connection(target, ip, port)
+        return connection.source
+
     async def _send(self, client, action: SendRegister) -> None:
         target = action.destination
         try:
-            infos = await asyncio.wait_for(self.worker.loop.getaddrinfo(
-                target.host, target.effective_port, type=socket.SOCK_DGRAM if target.transport == "udp"
-                else socket.SOCK_STREAM), CONNECT_TIMEOUT)
-            family, _, _, _, address = infos[0]
-            ip, port = address[0], address[1]
-            if target.transport == "udp":
-                endpoint = self.worker.udp_endpoint_for(family)
-                if endpoint is None:
-                    raise OSError(f"runsip has no UDP listener for {'IPv6' if family == socket.AF_INET6 else 'IPv4'}")
-                destination = Source("udp", ip, port, endpoint)
-            else:
-                connection = await self._connection(target, ip, port)
-                destination = connection.source
+            destination = await self.destination_for(target)
         except Exception as error:  # any failure to send is this trunk's transport error, shown as such
             detail = _transport_detail(target, error)
             self.handle(client, client.transport_failed(action.branch, detail, time.time()))
