@@ -7,7 +7,7 @@ from registrar.sip import digest
 from registrar.sip.core import SendMessage, Source
 from registrar.sip.message import parse_message
 from registrar.sip.proxy import CallProgress, CallRoute, CallTarget, LookupCallee, TrunkLeg
-from tests.test_proxy import CALLER, NOW, REALM, Harness, answer, authenticated_invite
+from tests.test_proxy import CALLER, REALM, Harness, answer, authenticated_invite
 
 TRUNK = Source("udp", "198.51.100.5", 5070)
 LEG = TrunkLeg("carrier", "sip:+33612345678@198.51.100.5:5070", "sip:regis-out@carrier.test", TRUNK,

@@ -77,7 +77,7 @@ class BearerAuthentication:
             return None, None
         return auth, server
 
-    def _bearer_authenticate(self, key, request, source, now, value, auth, server):
+    def _bearer_authenticate(self, key, request, source, now, value, auth, server, proxy=False):
         """Like ``_authenticate``: (credentials, username, None) or (None, username, actions)."""
         aor = (request.to if request.method == "REGISTER" else request.from_).uri
         aor_user, aor_domain = aor.user_unescaped or "", aor.host
@@ -85,7 +85,8 @@ class BearerAuthentication:
             token = bearer.parse_bearer(value)
         except bearer.MalformedBearer as error:
             return None, "", self._bearer_refusal(key, request, source, now, server, auth, 401,
-                                                  Reason.TOKEN_INVALID, "invalid_request", str(error), aor_user)
+                                                  Reason.TOKEN_INVALID, "invalid_request", str(error), aor_user,
+                                                  proxy)
         cache_key = (server.id, token)
         verdict = self._fresh_verdicts.get(cache_key) or self._tokens.get(cache_key, now)
         if verdict is None:
@@ -95,7 +96,7 @@ class BearerAuthentication:
         if not verdict.ok:
             reason = failure_reason(verdict.failure)
             return None, aor_user, self._bearer_refusal(key, request, source, now, server, auth, verdict.status,
-                                                        reason, verdict.error, verdict.reason, aor_user)
+                                                        reason, verdict.error, verdict.reason, aor_user, proxy)
         extension = self._credentials(aor_user)
         if extension is None or not extension.enabled:
             reason = Reason.UNKNOWN_USER if extension is None else Reason.DISABLED_EXTENSION
@@ -142,15 +143,21 @@ class BearerAuthentication:
         return actions
 
     # -- answers -----------------------------------------------------------------------
-    def _bearer_challenge_values(self, server, error=None):
-        return [("WWW-Authenticate", bearer.challenge_value(self.realm, server.authz_server or "", error))]
+    def _bearer_challenge_values(self, server, error=None, proxy=False):
+        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        return [(header, bearer.challenge_value(self.realm, server.authz_server or "", error))]
 
-    def _bearer_refusal(self, key, request, source, now, server, auth, status, reason, error, detail, username):
-        attempt = self._attempt(request, source, now, "rejected" if status != 401 else "challenged", reason, status,
-                                username, detail)
-        headers = self._bearer_challenge_values(server, error)
-        if status == 401:
+    def _bearer_refusal(self, key, request, source, now, server, auth, status, reason, error, detail, username,
+                        proxy=False):
+        if status == 401 and proxy:
+            status = 407  # a proxy's challenge (a call): the same verdict, the proxy's status
+        attempt = self._attempt(request, source, now, "rejected" if status not in (401, 407) else "challenged",
+                                reason, status, username, detail)
+        headers = self._bearer_challenge_values(server, error, proxy)
+        if status in (401, 407):
             if auth.digest_allowed:
-                headers += self._digest_challenge_values(now)
-            return [*self._recorded(attempt), *self._finish(key, request, source, now, 401, "Unauthorized", headers)]
+                headers += self._digest_challenge_values(now, header="Proxy-Authenticate" if proxy
+                                                         else "WWW-Authenticate")
+            phrase = "Proxy Authentication Required" if proxy else "Unauthorized"
+            return [*self._recorded(attempt), *self._finish(key, request, source, now, status, phrase, headers)]
         return [*self._recorded(attempt), *self._finish(key, request, source, now, status, "Forbidden", headers)]

@@ -290,31 +290,35 @@ class RegistrarCore(BearerAuthentication):
         (None, username, actions) when the answer is a challenge or a refusal, recorded.
         Extensions set to take OAuth tokens go through :mod:`registrar.sip.bearer_auth`.
         ``proxy``: as a proxy (a call), with 407 Proxy-Authenticate / Proxy-Authorization."""
-        if proxy:
-            return self._authenticate_digest(key, request, source, now, None, proxy=True)
-        values = request.headers.get_all("Authorization")
+        values = request.headers.get_all("Proxy-Authorization" if proxy else "Authorization")
         bearer_value = next((value for value in values if bearer.is_bearer(value)), None)
+        if proxy and bearer_value is None:
+            # RFC 8898 §2.3 answers a proxy in Proxy-Authorization; JsSIP's authorization_jwt
+            # puts the token in Authorization on every request. Either proves the caller.
+            bearer_value = next((value for value in request.headers.get_all("Authorization")
+                                 if bearer.is_bearer(value)), None)
         auth, server = self._bearer_setup(request) if self._extension_auth else (None, None)
         if auth is not None and not auth.must_authenticate(request.method):
             # The methods the admin listed (the seed's "register/setup-invite") take the
             # token; any other goes the digest way — never through unproven.
             auth = server = None
+        status, phrase = (407, "Proxy Authentication Required") if proxy else (401, "Unauthorized")
         if auth is not None:
             if bearer_value is not None:
-                return self._bearer_authenticate(key, request, source, now, bearer_value, auth, server)
+                return self._bearer_authenticate(key, request, source, now, bearer_value, auth, server, proxy)
             if not auth.digest_allowed:
-                challenge = self._finish(key, request, source, now, 401, "Unauthorized",
-                                         self._bearer_challenge_values(server))
+                challenge = self._finish(key, request, source, now, status, phrase,
+                                         self._bearer_challenge_values(server, proxy=proxy))
                 if not values:
                     return None, "", challenge
-                attempt = self._attempt(request, source, now, "challenged", Reason.DIGEST_NOT_ALLOWED, 401, "",
+                attempt = self._attempt(request, source, now, "challenged", Reason.DIGEST_NOT_ALLOWED, status, "",
                                         "the extension takes OAuth bearer tokens only")
                 return None, "", [*self._recorded(attempt), *challenge]
         elif bearer_value is not None and not any(value[:7].lower() == "digest " for value in values):
-            attempt = self._attempt(request, source, now, "challenged", Reason.BEARER_NOT_ALLOWED, 401, "",
+            attempt = self._attempt(request, source, now, "challenged", Reason.BEARER_NOT_ALLOWED, status, "",
                                     "the extension is not set to take OAuth bearer tokens")
-            return None, "", [*self._recorded(attempt), *self._challenge(key, request, source, now)]
-        return self._authenticate_digest(key, request, source, now, server if auth is not None else None)
+            return None, "", [*self._recorded(attempt), *self._challenge(key, request, source, now, proxy=proxy)]
+        return self._authenticate_digest(key, request, source, now, server if auth is not None else None, proxy=proxy)
 
     def _authenticate_digest(self, key, request, source, now, bearer_server, proxy=False):
         status = 407 if proxy else 401
@@ -474,6 +478,8 @@ class RegistrarCore(BearerAuthentication):
     def _challenge(self, key, request, source, now, stale=False, bearer_server=None, proxy=False):
         if proxy:
             headers = self._digest_challenge_values(now, stale, "Proxy-Authenticate")
+            if bearer_server is not None:
+                headers += self._bearer_challenge_values(bearer_server, proxy=True)
             return self._finish(key, request, source, now, 407, "Proxy Authentication Required", headers)
         headers = self._digest_challenge_values(now, stale)
         if bearer_server is not None:

@@ -220,7 +220,12 @@ class Proxy:
                 self._route_onwards(call, request, now)
         credentials, username, refusal = self.core._authenticate(key, request, source, now, proxy=True)
         if refusal is not None:
-            return self._adopt_final(call, refusal, now)
+            adopted = self._adopt_final(call, refusal, now)
+            if not call.finished:
+                # Parked while the authorization server is asked: the INVITE comes back
+                # through here once it answers, and must not look like a retransmission.
+                self._servers.pop(key, None)
+            return adopted
         from_user = request.from_.uri.user_unescaped or ""
         if from_user != username:
             attempt = self.core._attempt(request, source, now, "rejected", Reason.AUTH_USER_MISMATCH, 403,
