@@ -404,3 +404,14 @@ def test_proxy_require_names_what_we_do_not_support():
     harness = Harness()
     sent = harness.feed(invite(extra="Proxy-Require: sec-agree"), CALLER)
     assert [(m.status, m.headers.get("Unsupported")) for m, _ in sent] == [(420, "sec-agree")]
+
+
+def test_a_binding_registered_through_an_edge_proxy_is_reached_through_its_path():
+    harness = Harness()
+    edge = Source("udp", "192.0.2.50", 5060)
+    harness.targets["1002"] = [CallTarget("sip:1002@10.0.0.20:5064;ob", edge, 1.0, "udp",
+                                          ("<sip:edge.example:5060;lr;ob>",))]
+    sent = authenticated_invite(harness)
+    [(forwarded, where)] = [(m, d) for m, d in sent if hasattr(m, "method")]
+    assert where == edge and str(forwarded.uri) == "sip:1002@10.0.0.20:5064;ob"
+    assert forwarded.headers.get_all("Route") == ["<sip:edge.example:5060;lr;ob>"]
