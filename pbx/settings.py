@@ -242,6 +242,7 @@ CELERY_BEAT_SCHEDULE = {
         ("send_alerts", 30), ("purge_expired_bindings", 60), ("check_failure_spikes", 60),
         ("check_stopped_registering", 60), ("prune_trace", 300), ("prune_auth_attempts", 3600),
         ("prune_operations_history", 3600), ("prune_parameter_audit", 86400), ("prune_hourly_stats", 86400),
+        ("end_stale_calls", 3600),
     )
 }
 

@@ -14,6 +14,14 @@ object with a ``type`` and an ``at`` (seconds since the epoch):
 - ``qualify``: a contact's OPTIONS ping changed what is known of it — binding (id),
   extension, contact, source ("ip:port"), transport, status ("reachable",
   "unreachable", "unknown"), rtt_ms (null when unreachable)
+- ``call``: action "started", "changed" (ringing, answered) or "ended" — id (the Call
+  row), caller, caller_name, dialled, callee, kind ("internal", "outbound",
+  "emergency"), trunk (name, "" when none), state ("setup", "ringing", "answered",
+  "ended"), started_at, answered_at, ended_at (seconds, or null), status (the INVITE's
+  final status, or null), reason (how it ended, in words)
+- ``alert``: action "raised" or "acknowledged" — id, event (an AlertEvent value, e.g.
+  "emergency_call"), target, subject, text, created_at (seconds), acknowledged (bool),
+  acknowledged_by, acknowledged_at (seconds, or null)
 """
 import time
 
@@ -83,4 +91,28 @@ def contact_qualified(binding_id, extension, contact, source_ip, source_port, tr
         "type": "qualify", "binding": binding_id, "extension": extension, "contact": contact,
         "source": f"{source_ip}:{source_port}", "transport": transport, "status": status, "rtt_ms": rtt_ms,
         "at": at if at is not None else time.time(),
+    }
+
+
+def _seconds(moment):
+    return moment.timestamp() if moment is not None else None
+
+
+def call_changed(call, action):
+    """From a stored :class:`registrar.models.Call`."""
+    return {
+        "type": "call", "action": action, "id": call.pk, "caller": call.caller, "caller_name": call.caller_name,
+        "dialled": call.dialled, "callee": call.callee, "kind": call.kind, "trunk": call.trunk_name,
+        "state": call.state, "started_at": _seconds(call.started_at), "answered_at": _seconds(call.answered_at),
+        "ended_at": _seconds(call.ended_at), "status": call.status, "reason": call.reason, "at": time.time(),
+    }
+
+
+def alert_changed(alert, action):
+    """From a stored :class:`registrar.models.Alert`."""
+    return {
+        "type": "alert", "action": action, "id": alert.pk, "event": alert.event, "target": alert.target,
+        "subject": alert.subject, "text": alert.text, "created_at": _seconds(alert.created_at),
+        "acknowledged": alert.acknowledged_at is not None, "acknowledged_by": alert.acknowledged_by,
+        "acknowledged_at": _seconds(alert.acknowledged_at), "at": time.time(),
     }

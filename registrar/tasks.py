@@ -187,6 +187,13 @@ def _check_stopped_registering():
     return f"{stopped} extensions stopped registering; {sent} alerts sent"
 
 
+@job("end_stale_calls")
+def _end_stale_calls():
+    # A call whose BYE never passed through us (a phone that lost power) would stay "active".
+    from registrar import calls
+    return f"{calls.end_stale_calls()} calls open for over 12 hours ended"
+
+
 @job("send_alerts")
 def _send_alerts():
     alert = services.alert_new_bans()
