@@ -73,7 +73,7 @@ def set_password(extension: Extension, password: str | None = None) -> str | Non
 
 
 EXTENSION_FIELDS = ("display_name", "enabled", "max_contacts", "may_watch", "auth_mode", "oauth_server",
-                    "bearer_methods")
+                    "bearer_methods", "call_permission")
 
 
 def update_extension(extension: Extension, **fields) -> Extension:
