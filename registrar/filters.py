@@ -91,3 +91,82 @@ class TrunkFilterSet(django_filters.FilterSet):
     class Meta:
         model = Trunk
         fields = ["enabled", "state"]
+
+
+# -- calls ---------------------------------------------------------------------------------
+from django.core.exceptions import ValidationError  # noqa: E402
+
+from registrar.choices import CallKind  # noqa: E402
+from registrar.models import Alert, Call  # noqa: E402
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """true/false (or 1/0); anything else is an error naming the filter rather than a filter quietly left out."""
+
+    widget = forms.Select(choices=[("", "Any"), ("true", "Yes"), ("false", "No")])
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        text = str(value).lower()
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+        raise ValidationError("Give true or false.", code="invalid")
+
+    def validate(self, value):
+        pass
+
+
+class BooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
+class CallFilterSet(django_filters.FilterSet):
+    """The call log's filters. This set parses and checks them; the query itself is
+    ``registrar.calls.call_records`` (or ``active_calls`` with active=true), which the CLI
+    shares too."""
+
+    active = BooleanFilter(method="keep", label="Going on now",
+                           help_text="true: only the calls going on now (the other filters are then ignored).")
+    caller = django_filters.CharFilter(field_name="caller", label="Caller")
+    dialled = django_filters.CharFilter(field_name="dialled", label="Number")
+    kind = django_filters.ChoiceFilter(choices=CallKind.choices, label="Kind", empty_label="Any")
+    status = django_filters.NumberFilter(field_name="status", label="Final status",
+                                         help_text="The final SIP status of the INVITE (200, 486, 487...).")
+    answered = BooleanFilter(method="keep", label="Answered")
+    since = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte", label="From (ISO time)")
+    until = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="lt", label="Until (ISO time)")
+
+    class Meta:
+        model = Call
+        fields = ["caller", "dialled", "kind", "status", "answered", "since", "until", "active"]
+
+    def keep(self, queryset, name, value):
+        return queryset
+
+    def filter_queryset(self, queryset):
+        from registrar import calls  # it builds on the services, which build on nothing here
+
+        given = {name: value for name, value in self.form.cleaned_data.items() if value not in (None, "")}
+        if given.pop("active", False):
+            return calls.active_calls()
+        if "status" in given:
+            given["status"] = int(given["status"])
+        return calls.call_records(**given)
+
+
+class AlertFilterSet(django_filters.FilterSet):
+    unacknowledged = BooleanFilter(method="filter_unacknowledged", label="Waiting for acknowledgement",
+                                   help_text="true: the emergency-call alerts nobody has acknowledged yet.")
+
+    class Meta:
+        model = Alert
+        fields = ["event", "unacknowledged"]
+
+    def filter_unacknowledged(self, queryset, name, value):
+        from registrar import calls
+
+        waiting = calls.unacknowledged_emergency_alerts()
+        return queryset.filter(pk__in=waiting.values("pk")) if value else queryset.exclude(pk__in=waiting.values("pk"))

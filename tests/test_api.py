@@ -559,7 +559,7 @@ def test_the_root_lists_every_endpoint(as_viewer):
     assert set(body) == {"extensions", "registrations", "auth-attempts", "soft-parameters",
                          "soft-parameter-changes", "summary", "token", "bans", "trace", "ua-policy-dry-run",
                          "jobs", "job-runs", "workers", "alert-routes", "webhooks", "webhook-deliveries",
-                         "subscriptions", "oauth-servers", "trunks"}
+                         "subscriptions", "oauth-servers", "trunks", "dial-rules", "calls", "alerts"}
     assert body["summary"].endswith("/api/v1/summary/")
 
 
@@ -602,6 +602,9 @@ def test_the_schema_is_openapi_3_and_documents_every_endpoint(anonymous):
         "/api/v1/subscriptions/", "/api/v1/subscriptions/{id}/",
         "/api/v1/oauth-servers/", "/api/v1/oauth-servers/{id}/",
         "/api/v1/trunks/", "/api/v1/trunks/{id}/", "/api/v1/trunks/{id}/register-now/", "/api/v1/trunks/{id}/attempts/",
+        "/api/v1/dial-rules/", "/api/v1/dial-rules/{id}/", "/api/v1/dial-rules/preview/", "/api/v1/calls/",
+        "/api/v1/calls/{id}/", "/api/v1/calls/export.csv", "/api/v1/alerts/", "/api/v1/alerts/{id}/",
+        "/api/v1/alerts/{id}/acknowledge/",
     }
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
     assert "ha1" not in response.content.decode().lower()

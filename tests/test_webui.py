@@ -478,7 +478,7 @@ def test_the_dashboard_counts(admin_client, extension):
     page = html(admin_client.get("/"))
     counts = dict(re.findall(r'<strong id="(count-[\w-]+)">(\d+)</strong>', page))
     assert counts == {"count-extensions": "3", "count-registered": "2", "count-devices": "3",
-                      "count-failed-hour": "1", "count-failed-day": "2"}
+                      "count-failed-hour": "1", "count-failed-day": "2", "count-active-calls": "0"}
     assert 'data-live-page="dashboard"' in page
 
 
@@ -561,7 +561,8 @@ def test_partials_return_only_the_changing_parts(admin_client, extension):
     for url, ids in (("/registrations/?partial=1", ["registrations-rows"]),
                      ("/attempts/?partial=1", ["attempts-rows"]),
                      ("/extensions/1001/?partial=1", ["extension-state", "bindings-rows", "timeline-rows"]),
-                     ("/?partial=1", ["policy-notices-box", "dashboard-counts", "chart-figure"])):
+                     ("/?partial=1", ["emergency-alerts", "policy-notices-box", "dashboard-counts",
+                                      "chart-figure"])):
         fragment = html(admin_client.get(url))
         assert "<html" not in fragment and "<nav" not in fragment and "<form class=\"filters\"" not in fragment
         assert top_level_ids(fragment) == ids, url

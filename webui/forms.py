@@ -10,7 +10,7 @@ import ipaddress
 from django import forms
 from django.core.exceptions import ValidationError
 
-from registrar.choices import AuthMode, ParameterKind
+from registrar.choices import AuthMode, CallPermission, ParameterKind
 from registrar.models import AlertEvent, Extension, OAuthServer, number_validator
 
 
@@ -61,10 +61,16 @@ class ExtensionEditForm(ServiceForm):
                                           help_text=Extension._meta.get_field("oauth_server").help_text)
     bearer_methods = forms.CharField(max_length=255, initial="REGISTER,SUBSCRIBE,INVITE", label="Bearer methods",
                                      required=False, help_text=Extension._meta.get_field("bearer_methods").help_text)
+    call_permission = forms.ChoiceField(label="May call", choices=CallPermission.choices, required=False,
+                                        initial=CallPermission.ALL,
+                                        help_text=Extension._meta.get_field("call_permission").help_text)
 
     def service_fields(self) -> dict:
-        """cleaned_data for the services; a post without the authentication fields leaves them as they are."""
+        """cleaned_data for the services; a post without the authentication fields (or without the call
+        permission) leaves them as they are."""
         fields = dict(self.cleaned_data)
+        if not fields.get("call_permission"):
+            fields.pop("call_permission", None)
         if not fields.get("auth_mode"):
             for name in ("auth_mode", "oauth_server", "bearer_methods"):
                 fields.pop(name, None)
@@ -210,6 +216,11 @@ class TrunkForm(ServiceForm):
     outbound_proxy = _trunk_text("outbound_proxy")
     contact_user = _trunk_text("contact_user")
     enabled = forms.BooleanField(required=False, initial=True)
+    # A choice, not a checkbox: a form posted without it (older scripts) keeps what is stored.
+    register = forms.TypedChoiceField(
+        required=False, label="Registration", initial=True, coerce=lambda value: value == "1", empty_value=None,
+        choices=(("1", "Keep a registration with the upstream"), ("0", "Calls only: keep no registration")),
+        help_text=Trunk._meta.get_field("register").help_text)
 
     def __init__(self, *args, editing=False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -221,4 +232,42 @@ class TrunkForm(ServiceForm):
         """cleaned_data for registrar.trunks: an empty password means none given."""
         fields = dict(self.cleaned_data)
         fields["password"] = fields["password"] or None
+        if fields.get("register") is None:
+            fields.pop("register", None)
         return fields
+
+
+# -- calls: the dial plan, the call log, an extension's call permission -----------------
+from registrar.models import DialRule  # noqa: E402
+
+
+def _rule_field(name):
+    return DialRule._meta.get_field(name)
+
+
+class DialRuleForm(ServiceForm):
+    """A dial rule as typed; registrar.calls checks the pattern, the ranges and the trunk, and its messages
+    are shown here."""
+
+    name = forms.CharField(max_length=_rule_field("name").max_length, required=False,
+                           help_text="For people, e.g. “national”.")
+    position = forms.IntegerField(initial=100, help_text=_rule_field("position").help_text,
+                                  widget=forms.NumberInput(attrs={"min": 0}))
+    pattern = forms.CharField(max_length=_rule_field("pattern").max_length, help_text=_rule_field("pattern").help_text,
+                              widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
+    strip = forms.IntegerField(initial=0, help_text=_rule_field("strip").help_text,
+                               widget=forms.NumberInput(attrs={"min": 0, "max": 32}))
+    prefix = forms.CharField(max_length=_rule_field("prefix").max_length, required=False,
+                             help_text=_rule_field("prefix").help_text)
+    trunk = forms.ModelChoiceField(queryset=Trunk.objects.order_by("name"), empty_label="Choose a trunk",
+                                   help_text="Where matching numbers go out.")
+    enabled = forms.BooleanField(required=False, initial=True)
+
+
+class RoutePreviewForm(forms.Form):
+    number = forms.CharField(max_length=128, label="Try a number",
+                             widget=forms.TextInput(attrs={"autocomplete": "off", "inputmode": "tel",
+                                                           "placeholder": "e.g. 0612345678"}))
+    caller = forms.CharField(max_length=64, required=False, label="from extension",
+                             help_text="Optional: its call permission is checked too.",
+                             widget=forms.TextInput(attrs={"autocomplete": "off", "size": 8}))

@@ -61,4 +61,11 @@ urlpatterns = [
     path("oauth-servers/<int:pk>/edit/", oauth_views.oauth_server_edit, name="oauth-server-edit"),
     path("oauth-servers/<int:pk>/delete/", oauth_views.oauth_server_delete, name="oauth-server-delete"),
     path("token/", views.api_token, name="api-token"),
+    path("dial-plan/", views.dial_plan, name="dial-plan"),
+    path("dial-plan/new/", views.dial_rule_create, name="dial-rule-create"),
+    path("dial-plan/<int:pk>/edit/", views.dial_rule_edit, name="dial-rule-edit"),
+    path("dial-plan/<int:pk>/delete/", views.dial_rule_delete, name="dial-rule-delete"),
+    path("calls/", views.calls_page, name="calls"),
+    path("calls/export.csv", views.calls_csv, name="calls-csv"),
+    path("alerts/<int:pk>/acknowledge/", views.alert_acknowledge, name="alert-acknowledge"),
 ]

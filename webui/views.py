@@ -1,7 +1,8 @@
 """The browser's pages: dashboard, extensions and why they fail, registrations, failed
 attempts, bans, soft parameters (with the User-Agent policy dry run), the SIP trace,
 operations (jobs, SIP workers, alerts, webhook deliveries) with alert routing, outbound
-trunks, and the user's own API token.
+trunks, the dial plan, calls (live and their records) with the dashboard's emergency-call
+banners, and the user's own API token.
 
 A view unpacks the request, calls a service (the only write path) or a read model
 (``registrar.stats``, and the filter sets of ``registrar.filters`` that the API uses
@@ -141,7 +142,7 @@ def _policy_notices():
 @reader_required
 def dashboard(request):
     context = {"summary": stats.summary(), "series": stats.hourly_series(24), "notices": _policy_notices(),
-               "trunks": _trunk_counts()}
+               "trunks": _trunk_counts(), **_call_counts()}
     if _partial(request):
         return render(request, "webui/_dashboard_live.html", context)
     context["feed"] = _latest_events()
@@ -234,7 +235,8 @@ def extension_edit(request, number):
         form = ExtensionEditForm(initial={"display_name": extension.display_name, "enabled": extension.enabled,
                                           "max_contacts": extension.max_contacts, "auth_mode": extension.auth_mode,
                                           "oauth_server": extension.oauth_server,
-                                          "bearer_methods": extension.bearer_methods})
+                                          "bearer_methods": extension.bearer_methods,
+                                          "call_permission": extension.call_permission})
     return render(request, "webui/extension_form.html", {"form": form, "extension": extension})
 
 
@@ -845,11 +847,13 @@ def _trunk_form_page(request, trunk):
             except ValidationError as error:
                 form.add_service_error(error)
             else:
-                messages.success(request, f"Trunk {trunk.name} {'saved' if editing else 'created'}; runsip "
-                                          "registers it within seconds.")
+                then = "runsip registers it within seconds." if trunk.register else "it carries calls only."
+                messages.success(request, f"Trunk {trunk.name} {'saved' if editing else 'created'}; {then}")
                 return redirect("trunk", pk=trunk.pk)
     elif editing:
-        form = TrunkForm(editing=True, initial={name: getattr(trunk, name) for name in trunk_service.EDITABLE_FIELDS})
+        initial = {name: getattr(trunk, name) for name in trunk_service.EDITABLE_FIELDS}
+        initial["register"] = "1" if trunk.register else "0"
+        form = TrunkForm(editing=True, initial=initial)
     else:
         form = TrunkForm()
     return render(request, "webui/trunk_form.html", {"form": form, "trunk": trunk})
@@ -882,7 +886,7 @@ def trunk_register_now(request, pk):
     try:
         trunk_service.request_register_now(trunk)
     except ValidationError as error:
-        messages.error(request, " ".join(error.message_dict["enabled"]))
+        messages.error(request, " ".join(error.messages))
     else:
         messages.success(request, f"runsip registers {trunk.name} again within seconds.")
     return redirect("trunk", pk=trunk.pk)
@@ -905,3 +909,164 @@ def trunk_enable(request, pk):
 @require_POST
 def trunk_disable(request, pk):
     return _set_trunk_enabled(request, pk, False)
+
+
+# -- calls: the dial plan, live calls and the call log, emergency alerts (registrar.calls owns the writes)
+from registrar import calls as call_service  # noqa: E402
+from registrar.filters import CallFilterSet  # noqa: E402
+from django.template.defaultfilters import pluralize  # noqa: E402
+
+from registrar.models import Alert, Call, DialRule  # noqa: E402
+from webui.forms import DialRuleForm, RoutePreviewForm  # noqa: E402
+
+CALLS_PER_PAGE = 50
+# BooleanWidget's own labels for "any" is "Unknown".
+ANSWERED_CHOICES = [("", "Any"), ("true", "Answered"), ("false", "Not answered")]
+
+
+def _call_counts() -> dict:
+    """The dashboard's part about calls: how many go on now, and the emergency alerts nobody acknowledged."""
+    return {"active_calls": call_service.active_calls().count(),
+            "emergency_alerts": list(call_service.unacknowledged_emergency_alerts())}
+
+
+def talk_time(seconds) -> str:
+    """A call's duration as a clock shows it: 0:07, 12:30, 1:02:03 (live.js counts the same way)."""
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _with_talk_time(rows):
+    rows = list(rows)
+    for call in rows:
+        call.talk_time = talk_time(call.duration)
+    return rows
+
+
+def route_in_words(route: dict) -> str:
+    """registrar.calls.route_preview's answer as a sentence for the "try a number" box."""
+    number, callee, trunk, refusal = route["dialled"], route["callee"], route["trunk"], route["refusal"]
+    if refusal:
+        return f"{number} would be refused with {refusal['status']} {refusal['phrase']}: {refusal['reason']}."
+    if trunk:
+        where = f"out through trunk {trunk} as {callee}"
+        if route["rule"]:
+            where += f" (rule {route['rule']['name'] or route['rule']['pattern']})"
+    else:
+        phones = route["bindings"]
+        where = f"to extension {callee}, ringing {phones} phone{pluralize(phones)}"
+    if route["kind"] == "emergency":
+        return f"{number} is an emergency number: it goes {where}, and the dashboard shows an alert."
+    return f"{number} goes {where}."
+
+
+# -- the dial plan ----------------------------------------------------------------------
+@reader_required
+def dial_plan(request):
+    """The rules in the order runsip tries them, and a "try a number" box (a GET: it places no call)."""
+    form = RoutePreviewForm(request.GET if "number" in request.GET else None)
+    preview = None
+    if form.is_bound and form.is_valid():
+        route = call_service.route_preview(form.cleaned_data["number"], caller=form.cleaned_data["caller"] or None)
+        preview = {"route": route, "words": route_in_words(route)}
+    return render(request, "webui/dial_plan.html", {
+        "rules": DialRule.objects.select_related("trunk").order_by("position", "id"), "form": form,
+        "preview": preview, "has_trunks": Trunk.objects.exists()})
+
+
+def _dial_rule_form_page(request, rule):
+    if request.method == "POST":
+        form = DialRuleForm(request.POST)
+        if form.is_valid():
+            try:
+                if rule is None:
+                    rule = call_service.create_dial_rule(**form.cleaned_data)
+                else:
+                    rule = call_service.update_dial_rule(rule, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_service_error(error)
+            else:
+                messages.success(request, f"Dial rule {rule.pattern} saved; runsip routes with it from the next "
+                                          "call on.")
+                return redirect("dial-plan")
+    elif rule is not None:
+        form = DialRuleForm(initial={name: getattr(rule, name) for name in
+                                     ("name", "position", "pattern", "strip", "prefix", "trunk", "enabled")})
+    else:
+        form = DialRuleForm()
+    return render(request, "webui/dial_plan_form.html", {"form": form, "rule": rule})
+
+
+@admin_required
+def dial_rule_create(request):
+    return _dial_rule_form_page(request, None)
+
+
+@admin_required
+def dial_rule_edit(request, pk):
+    return _dial_rule_form_page(request, get_object_or_404(DialRule, pk=pk))
+
+
+@admin_required
+def dial_rule_delete(request, pk):
+    rule = get_object_or_404(DialRule.objects.select_related("trunk"), pk=pk)
+    if request.method == "POST":
+        call_service.delete_dial_rule(rule)
+        messages.success(request, f"Dial rule {rule.pattern} deleted.")
+        return redirect("dial-plan")
+    return render(request, "webui/dial_plan_delete.html", {"rule": rule})
+
+
+# -- calls --------------------------------------------------------------------------------
+def _calls_filterset(request):
+    filterset = CallFilterSet(request.GET, queryset=Call.objects.all())
+    # The page shows the live calls above the log: "active" is the API's way of asking for them.
+    del filterset.form.fields["active"]
+    filterset.form.fields["answered"].widget.choices = ANSWERED_CHOICES
+    for name in ("since", "until"):
+        filterset.form.fields[name].widget.attrs["placeholder"] = "YYYY-MM-DD HH:MM"
+    return filterset
+
+
+@reader_required
+def calls_page(request):
+    """The calls going on now (live), and the call log with filters below them."""
+    filterset = _calls_filterset(request)
+    page = Paginator(filterset.qs, CALLS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"active": _with_talk_time(call_service.active_calls()), "filterset": filterset, "page": page,
+               "records": _with_talk_time(page.object_list), "filtered": _filtered(request, filterset),
+               # Later pages of the log would shift under the reader's eyes; they catch up on navigation.
+               "log_live": page.number == 1}
+    if _partial(request):
+        return render(request, "webui/_call_live.html", context)
+    return render(request, "webui/calls.html", context)
+
+
+@reader_required
+def calls_csv(request):
+    filterset = _calls_filterset(request)
+    if not filterset.is_valid():
+        return HttpResponseBadRequest("; ".join(f"{field}: {' '.join(errors)}"
+                                               for field, errors in filterset.errors.items()),
+                                      content_type="text/plain; charset=utf-8")
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse((writer.writerow(row) for row in call_service.calls_csv_rows(filterset.qs)),
+                                     content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="calls-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+    return response
+
+
+@admin_required
+@require_POST
+def alert_acknowledge(request, pk):
+    alert = get_object_or_404(Alert, pk=pk)
+    if alert.acknowledged_at is not None:
+        messages.info(request, f"{alert.acknowledged_by or 'Someone'} had already acknowledged “{alert.subject}”.")
+    else:
+        call_service.acknowledge_alert(alert, by=request.user.get_username())
+        messages.success(request, f"Acknowledged “{alert.subject}”.")
+    return redirect(_next_or(request, "/"))

@@ -63,7 +63,8 @@ class ExtensionSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Extension
         fields = ["url", "number", "display_name", "enabled", "max_contacts", "password", "realm", "state",
-                  "devices_online", "auth_mode", "oauth_server", "bearer_methods", "created_at", "updated_at"]
+                  "devices_online", "auth_mode", "oauth_server", "bearer_methods", "call_permission", "created_at",
+                  "updated_at"]
         read_only_fields = ["realm", "created_at", "updated_at"]
         # Stated here because the model's range depends on the database (SQLite has no small integers).
         extra_kwargs = {"max_contacts": {"min_value": 0, "max_value": 32767}}
@@ -545,7 +546,7 @@ class TrunkSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         model = Trunk
         fields = ["id", "url", "name", "registrar_uri", "aor_user", "aor_domain", "auth_username", "password",
                   "has_password", "expected_realm", "expires", "outbound_proxy", "contact_user", "enabled",
-                  "register_now_at", "status", "created_at", "updated_at"]
+                  "register", "register_now_at", "status", "created_at", "updated_at"]
         read_only_fields = ["register_now_at", "created_at", "updated_at"]
 
     def get_has_password(self, trunk) -> bool:
@@ -593,3 +594,153 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         fields = ["id", "watched", "subscriber", "transport", "source_ip", "source_port", "event_id",
                   "remote_target", "version", "expires_at", "created_at"]
         read_only_fields = fields
+
+
+# -- calls: the dial plan, call records, emergency alerts (registrar.calls owns the writes) --
+from registrar.choices import CallKind  # noqa: E402
+from registrar.models import Alert, Call, DialRule  # noqa: E402
+
+
+class CallKindField(serializers.ChoiceField):
+    """A call's kind; one enum in the schema (CallKind), apart from the soft parameters' kind."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=CallKind.choices, **kwargs)
+
+
+class CallKindFieldExtension(OpenApiSerializerFieldExtension):
+    target_class = CallKindField
+
+    def map_serializer_field(self, auto_schema, direction):
+        component = ResolvedComponent(
+            name="CallKind", type=ResolvedComponent.SCHEMA, object="CallKind",
+            schema={"type": "string", "enum": CallKind.values,
+                    "description": "\n".join(f"* `{value}` - {label}" for value, label in CallKind.choices)})
+        auto_schema.registry.register_on_missing(component)
+        return component.ref
+
+
+@extend_schema_field(str)
+class TrunkReferenceField(serializers.RelatedField):
+    """A trunk as the API refers to it: shown by name; given by name, or by id (a JSON number, or digits that
+    name no trunk)."""
+
+    default_error_messages = {"missing": "There is no trunk {value!r} (give its name or its id).",
+                              "incorrect_type": "Give the trunk's name or its id, not {data_type}."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("queryset", Trunk.objects.all())
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        queryset = self.get_queryset()
+        if isinstance(data, str):
+            trunk = queryset.filter(name=data).first()
+            if trunk is None and data.isdigit():
+                trunk = queryset.filter(pk=int(data)).first()
+        else:
+            trunk = queryset.filter(pk=data).first()
+        if trunk is None:
+            self.fail("missing", value=data)
+        return trunk
+
+    def to_representation(self, trunk):
+        return trunk.name
+
+
+class DialRuleSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    """One line of the dial plan: a dialled number matching ``pattern`` (the whole number) goes out through
+    ``trunk`` with ``strip`` leading characters removed and ``prefix`` put in front. Extensions are matched
+    first; rules are tried by position, lowest first."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:dialrule-detail")
+    trunk = TrunkReferenceField(help_text="The trunk's name (or its id).")
+    trunk_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = DialRule
+        fields = ["id", "url", "name", "position", "pattern", "strip", "prefix", "trunk", "trunk_id", "enabled",
+                  "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+        extra_kwargs = {"strip": {"min_value": 0, "max_value": 32}}
+
+
+class RoutePreviewRequestSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A number to try against the dial plan, optionally as one extension would dial it."""
+
+    number = serializers.CharField(max_length=128, help_text="The number as a phone would dial it.")
+    caller = serializers.CharField(max_length=64, required=False,
+                                   help_text="The calling extension: its call permission is checked too. Left "
+                                             "out: what any extension allowed everything would get.")
+
+
+class RouteRuleSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField(allow_blank=True)
+    pattern = serializers.CharField()
+
+
+class RouteRefusalSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="The SIP status the caller would get.")
+    phrase = serializers.CharField(help_text="Its reason phrase.")
+    reason = serializers.CharField(help_text="Why, in words.")
+
+
+class RoutePreviewSerializer(serializers.Serializer):
+    """Where a call to the number would go now (an extension, the emergency route, a dial rule's trunk), or
+    why it would be refused. It places no call and stores nothing."""
+
+    dialled = serializers.CharField()
+    kind = CallKindField()
+    callee = serializers.CharField(allow_blank=True,
+                                   help_text="The extension called, or the number sent to the trunk (after strip "
+                                             "and prefix).")
+    trunk = serializers.CharField(allow_blank=True, help_text="The trunk's name when it goes out through one.")
+    rule = RouteRuleSerializer(allow_null=True, help_text="The dial rule that matched, if one did.")
+    bindings = serializers.IntegerField(help_text="For an extension: how many registered phones would ring.")
+    refusal = RouteRefusalSerializer(allow_null=True, help_text="Null when the call would go through.")
+
+
+class CallSerializer(serializers.ModelSerializer):
+    """A call through the proxy: live while ended_at is null, its call record (CDR) after."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:call-detail")
+    trunk = serializers.CharField(source="trunk_name", read_only=True,
+                                  help_text="The trunk it went through (its name, kept after the trunk is deleted).")
+    kind = CallKindField(read_only=True)
+    active = serializers.SerializerMethodField(help_text="It is going on now (not ended).")
+    duration_seconds = serializers.SerializerMethodField(
+        help_text="Seconds talked: from the answer to the end (to now while it lasts); null when unanswered.")
+
+    class Meta:
+        model = Call
+        fields = ["id", "url", "call_id", "caller", "caller_name", "dialled", "callee", "kind", "trunk", "state",
+                  "active", "source_ip", "source_port", "transport", "started_at", "answered_at", "ended_at",
+                  "duration_seconds", "status", "reason"]
+        read_only_fields = fields
+
+    def get_active(self, call) -> bool:
+        return call.ended_at is None
+
+    def get_duration_seconds(self, call) -> float | None:
+        duration = call.duration
+        return None if duration is None else round(duration, 3)
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    """An alert Regis raised. Emergency-call alerts wait for someone to acknowledge them."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:alert-detail")
+    event = AlertEventField(read_only=True)
+    acknowledged = serializers.SerializerMethodField(help_text="Someone acknowledged it.")
+
+    class Meta:
+        model = Alert
+        fields = ["id", "url", "event", "target", "subject", "text", "created_at", "acknowledged",
+                  "acknowledged_at", "acknowledged_by"]
+        read_only_fields = fields
+
+    def get_acknowledged(self, alert) -> bool:
+        return alert.acknowledged_at is not None

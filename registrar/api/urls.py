@@ -49,8 +49,14 @@ router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="we
 router.register("subscriptions", views.SubscriptionViewSet, basename="subscription")
 router.register("trunks", views.TrunkViewSet, basename="trunk")
 router.register("oauth-servers", oauth_api.OAuthServerViewSet, basename="oauthserver")
+router.register("dial-rules", views.DialRuleViewSet, basename="dialrule")
+router.register("calls", views.CallViewSet, basename="call")
+router.register("alerts", views.AlertViewSet, basename="alert")
 
 urlpatterns = [
+    # A file name, without the trailing slash the router would add to an action.
+    path("v1/calls/export.csv", views.CallViewSet.as_view({"get": "export"}, **views.CALL_EXPORT),
+         name="call-export"),
     path("v1/", include(router.urls)),
     path("v1/summary/", views.SummaryView.as_view(), name="summary"),
     # The dry run concerns 286 alone: a path of its own rather than an action on every parameter.

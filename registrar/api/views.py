@@ -64,7 +64,8 @@ class ExtensionViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         fields = dict(serializer.validated_data)
         settings_fields = {name: fields.pop(name) for name in ("may_watch", "auth_mode", "oauth_server",
-                                                               "bearer_methods") if name in fields}
+                                                               "bearer_methods", "call_permission")
+                           if name in fields}
         with transaction.atomic():
             extension, generated = services.create_extension(**fields)
             if settings_fields:
@@ -479,3 +480,127 @@ class SubscriptionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = subscriptions.listing()
     serializer_class = serializers.SubscriptionSerializer
     filterset_fields = ["subscriber", "transport"]
+
+
+# -- calls: the dial plan, call records, emergency alerts (registrar.calls owns the writes) --
+import csv  # noqa: E402
+
+from registrar import calls  # noqa: E402
+from registrar.filters import AlertFilterSet, CallFilterSet  # noqa: E402
+from registrar.models import Alert, Call, DialRule  # noqa: E402
+
+
+@extend_schema_view(
+    create=extend_schema(description="Adds a rule; runsip routes with it from the next call on."),
+    destroy=extend_schema(description="Removes the rule; numbers it matched go to the next matching rule."),
+)
+class DialRuleViewSet(ServiceErrorsMixin, viewsets.ModelViewSet):
+    """The dial plan: how numbers that are not extensions go out through trunks, tried by position (lowest
+    first), the first enabled rule whose pattern matches the whole number winning."""
+
+    queryset = DialRule.objects.select_related("trunk").order_by("position", "id")
+    serializer_class = serializers.DialRuleSerializer
+    filterset_fields = ["enabled"]
+
+    def perform_create(self, serializer):
+        serializer.instance = calls.create_dial_rule(**serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = calls.update_dial_rule(serializer.instance, **serializer.validated_data)
+
+    def perform_destroy(self, rule):
+        calls.delete_dial_rule(rule)
+
+    @extend_schema(request=serializers.RoutePreviewRequestSerializer, responses=serializers.RoutePreviewSerializer,
+                   filters=False)
+    @action(detail=False, methods=["post"], permission_classes=[HasRole],
+            serializer_class=serializers.RoutePreviewRequestSerializer)
+    def preview(self, request):
+        """Where a call to the number would go now — an extension, a trunk (after strip and prefix), the
+        emergency route — or why it would be refused. It places no call and changes nothing, so viewers may ask
+        too."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        route = calls.route_preview(data["number"], caller=data.get("caller"))
+        return Response(serializers.RoutePreviewSerializer(route).data)
+
+
+class CsvRenderer(renderers.BaseRenderer):
+    """Lets ``?format=csv`` (or ``Accept: text/csv``) ask for the call log as CSV; an error answered to
+    such a request is still JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return json.dumps(data).encode()
+
+
+class _Echo:
+    """A file-like sink for csv.writer that hands each row back instead of storing it."""
+
+    def write(self, text):
+        return text
+
+
+def calls_csv_response(queryset) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse((writer.writerow(row) for row in calls.calls_csv_rows(queryset)),
+                                     content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="calls-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+    return response
+
+
+@extend_schema_view(list=extend_schema(
+    description="Call records, newest first. active=true lists the calls going on now instead; "
+                "format=csv downloads the filtered records as CSV (as export.csv does)."))
+class CallViewSet(viewsets.ReadOnlyModelViewSet):
+    """Calls through the proxy: the ones going on now and the call records (CDR) of the ended ones. Read-only:
+    runsip records them as the calls happen."""
+
+    queryset = Call.objects.order_by("-started_at", "-id")
+    serializer_class = serializers.CallSerializer
+    filterset_class = CallFilterSet
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CsvRenderer]
+
+    def filter_queryset(self, queryset):
+        # The filters choose between the live calls and the records; one call is found among all.
+        if self.action == "retrieve":
+            return queryset
+        return super().filter_queryset(queryset)
+
+    def list(self, request, *args, **kwargs):
+        if request.accepted_renderer.format == "csv":
+            return self.export(request)
+        return super().list(request, *args, **kwargs)
+
+    # Routed in registrar/api/urls.py at calls/export.csv, without the router's trailing slash.
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR}, operation_id="calls_export_csv", filters=True,
+                   description="The filtered call records as CSV (header first), newest first; the same filters "
+                               "as the list.")
+    def export(self, request):
+        return calls_csv_response(self.filter_queryset(self.get_queryset()))
+
+
+CALL_EXPORT = {"pagination_class": None, "renderer_classes": [renderers.JSONRenderer, CsvRenderer]}
+
+
+class AlertViewSet(ServiceErrorsMixin, viewsets.ReadOnlyModelViewSet):
+    """Alerts Regis raised, newest first, with who acknowledged them. Emergency-call alerts stay on the
+    dashboard until acknowledged."""
+
+    queryset = Alert.objects.order_by("-created_at", "-id")
+    serializer_class = serializers.AlertSerializer
+    filterset_class = AlertFilterSet
+
+    @extend_schema(request=None, responses=serializers.AlertSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def acknowledge(self, request, pk=None):
+        """Say the alert has been seen: it leaves the dashboards, and who and when are recorded."""
+        alert = calls.acknowledge_alert(self.get_object(), by=request.user.get_username())
+        return Response(self.get_serializer(alert).data)

@@ -8,7 +8,7 @@
  * elements with ids) and swaps them in, at most once per REFRESH_DELAY however many
  * events arrive (the trace page once more shortly after, as traced messages are stored
  * after the events about them). The dashboard also prepends each event to #live-feed. Elements
- * .expires-in[data-expires-at] count down every second.
+ * .expires-in[data-expires-at] count down every second, and .talk-time[data-since] count up.
  *
  * The server renders every row; this file only decides when to ask for them again,
  * so a page shows the same thing whether it was loaded or updated.
@@ -50,7 +50,19 @@
     return rest + " s";
   }
 
+  /* Mirrors talk_time of webui/views.py: 0:07, 12:30, 1:02:03. */
+  function talkTime(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var hours = Math.floor(seconds / 3600);
+    var minutes = Math.floor((seconds % 3600) / 60);
+    var rest = pad(seconds % 60);
+    return hours ? hours + ":" + pad(minutes) + ":" + rest : minutes + ":" + rest;
+  }
+
   function tick() {
+    document.querySelectorAll(".talk-time[data-since]").forEach(function (element) {
+      element.textContent = talkTime(serverNow() - Number(element.dataset.since));
+    });
     var ended = false;
     document.querySelectorAll(".expires-in[data-expires-at]").forEach(function (element) {
       var left = Number(element.dataset.expiresAt) - serverNow();
@@ -130,9 +142,13 @@
   function concerns(event) {
     switch (page) {
       case "dashboard":
-        // Bans and soft parameters change the policy notices; trunk events the trunk counts.
+        // Bans and soft parameters change the policy notices; trunk events the trunk counts; call
+        // events the count of active calls; alert events the emergency banners.
         return event.type === "registration" || event.type === "attempt" || event.type === "ban" ||
-          event.type === "softparam" || event.type === "trunk";
+          event.type === "softparam" || event.type === "trunk" || event.type === "call" ||
+          event.type === "alert";
+      case "calls":
+        return event.type === "call";
       case "bans":
         return event.type === "ban";
       case "trace":
