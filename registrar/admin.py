@@ -233,7 +233,7 @@ class TrunkForm(forms.ModelForm):
     class Meta:
         model = Trunk
         fields = ["name", "registrar_uri", "aor_user", "aor_domain", "auth_username", "password", "expected_realm",
-                  "expires", "outbound_proxy", "contact_user", "enabled"]
+                  "expires", "outbound_proxy", "contact_user", "enabled", "register"]
 
     def clean(self):
         data = super().clean()
@@ -294,7 +294,7 @@ class TrunkAdmin(admin.ModelAdmin):
         return status.get_state_display() if status else "—"
 
     def save_model(self, request, obj, form, change):
-        fields = {name: form.cleaned_data[name] for name in trunks.EDITABLE_FIELDS}
+        fields = {name: form.cleaned_data[name] for name in trunks.EDITABLE_FIELDS if name in form.cleaned_data}
         password = form.cleaned_data["password"] or None
         if change:
             trunks.update_trunk(obj, password=password, **fields)

@@ -57,6 +57,7 @@ class OAuthMode(models.TextChoices):
 
 class TrunkState(models.TextChoices):
     DISABLED = "disabled", "Disabled"
+    CALLS_ONLY = "calls_only", "Calls only (keeps no registration)"
     REGISTERING = "registering", "Registering"
     REGISTERED = "registered", "Registered"
     FAILED = "failed", "Failed"

@@ -19,7 +19,7 @@ from registrar.sip.uac import TrunkConfig, TrunkReport, Target, target_from_uri
 
 HISTORY_PER_TRUNK = 50
 EDITABLE_FIELDS = ("name", "registrar_uri", "aor_user", "aor_domain", "auth_username", "expected_realm", "expires",
-                   "outbound_proxy", "contact_user", "enabled")
+                   "outbound_proxy", "contact_user", "enabled", "register")
 
 
 def _from_epoch(seconds):
@@ -41,6 +41,13 @@ def _validate(trunk: Trunk) -> None:
         parse_target(trunk.outbound_proxy, "outbound_proxy")
 
 
+def _resting_state(trunk: Trunk) -> str:
+    """The state of a trunk runsip has not reported on since it last changed."""
+    if not trunk.enabled:
+        return TrunkState.DISABLED
+    return TrunkState.REGISTERING if trunk.register else TrunkState.CALLS_ONLY
+
+
 def create_trunk(*, name: str, registrar_uri: str, aor_user: str, password: str, **fields) -> Trunk:
     if not password:
         raise ValidationError({"password": "A trunk needs the password the upstream server expects."})
@@ -49,7 +56,7 @@ def create_trunk(*, name: str, registrar_uri: str, aor_user: str, password: str,
     trunk.password_encrypted = crypto.encrypt(password)
     with transaction.atomic():
         trunk.save()
-        TrunkStatus.objects.create(trunk=trunk, state=TrunkState.REGISTERING if trunk.enabled else TrunkState.DISABLED)
+        TrunkStatus.objects.create(trunk=trunk, state=_resting_state(trunk))
         transaction.on_commit(lambda: live.publish([trunk_event(trunk)]))
     return trunk
 
@@ -65,8 +72,8 @@ def update_trunk(trunk: Trunk, *, password: str | None = None, **fields) -> Trun
         trunk.password_encrypted = crypto.encrypt(password)
     with transaction.atomic():
         trunk.save()
-        if not trunk.enabled:
-            TrunkStatus.objects.filter(trunk=trunk).update(state=TrunkState.DISABLED, next_attempt_at=None,
+        if not trunk.enabled or not trunk.register:
+            TrunkStatus.objects.filter(trunk=trunk).update(state=_resting_state(trunk), next_attempt_at=None,
                                                            updated_at=timezone.now())
         transaction.on_commit(lambda: live.publish([trunk_event(trunk)]))
     return trunk
@@ -83,6 +90,8 @@ def request_register_now(trunk: Trunk) -> None:
     """Ask runsip to register this trunk again at once (it polls the trunks' version)."""
     if not trunk.enabled:
         raise ValidationError({"enabled": f"Trunk {trunk.name} is disabled: enable it to register it."})
+    if not trunk.register:
+        raise ValidationError({"register": f"Trunk {trunk.name} carries calls only: it keeps no registration."})
     Trunk.objects.filter(pk=trunk.pk).update(register_now_at=timezone.now())
     trunk.refresh_from_db(fields=["register_now_at"])
 
@@ -161,4 +170,4 @@ def _report_event(report: TrunkReport) -> dict:
 def trunk_event(trunk: Trunk) -> dict:
     status = TrunkStatus.objects.filter(trunk_id=trunk.pk).first()  # fresh: the instance may hold an old one
     return {"type": "trunk", "action": "changed", "id": trunk.pk, "name": trunk.name, "enabled": trunk.enabled,
-            "state": status.state if status else (TrunkState.REGISTERING if trunk.enabled else TrunkState.DISABLED)}
+            "state": status.state if status else _resting_state(trunk)}

@@ -247,7 +247,8 @@ def test_the_dashboard_says_nothing_of_trunks_without_any(viewer_client):
 # -- the Django admin ---------------------------------------------------------------------
 def test_the_django_admin_writes_through_the_service(client, django_user_model):
     client.force_login(django_user_model.objects.create_superuser("root", "", "pw"))
-    admin_form = {**FORM, "status-TOTAL_FORMS": "0", "status-INITIAL_FORMS": "0",
+    # The admin's "register" checkbox is ticked by default, as a browser would post it.
+    admin_form = {**FORM, "register": "on", "status-TOTAL_FORMS": "0", "status-INITIAL_FORMS": "0",
                   "attempts-TOTAL_FORMS": "0", "attempts-INITIAL_FORMS": "0"}
     refused = client.post("/admin/registrar/trunk/add/", {**admin_form, "registrar_uri": "http://x/"})
     assert refused.status_code == 200 and "not a usable SIP URI" in text(refused)

@@ -207,6 +207,7 @@ class TrunkClient:
         self._nonce_counts: dict[str, int] = {}
         self._expires = config.expires
         self._unregistering = False
+        self._stopped_state = "disabled"  # what stop() reports once done
         self.finished = False  # unregistered for good: the adapter may forget this client
 
     # -- inputs --------------------------------------------------------------------
@@ -225,16 +226,18 @@ class TrunkClient:
         self.wake_at = now
         return self.due(now)
 
-    def stop(self, now: float) -> list:
+    def stop(self, now: float, state: str = "disabled") -> list:
         """Disabled or deleted: unregister if registered, then stay quiet."""
         self.wake_at = None
+        # "calls_only": an enabled trunk that stopped registering still carries calls.
+        self._stopped_state = state
         if self.state == "registered" and self.registered_until > now:
             self._unregistering = True
             self.inflight = None
             self._challenges.clear()
             return [self._register(now, 0)]
         self.finished = True
-        return [self._report(now, "disabled")]
+        return [self._report(now, self._stopped_state)]
 
     def answered(self, branch: str, response, now: float) -> list:
         if branch != self.inflight:
@@ -309,7 +312,7 @@ class TrunkClient:
         if self._unregistering:
             self.finished = True
             self.registered_until = 0.0
-            return [self._report(now, "disabled", response, finished=True, detail="unregistered")]
+            return [self._report(now, self._stopped_state, response, finished=True, detail="unregistered")]
         granted = self._granted(response)
         self.registered_until = now + granted
         margin = min(MAX_REFRESH_MARGIN, max(MIN_REFRESH_MARGIN, granted / 10))
@@ -338,7 +341,7 @@ class TrunkClient:
         self.failures += 1
         if self._unregistering:
             self.finished = True
-            return [self._report(now, "disabled", response, cause=cause, detail=detail, finished=True)]
+            return [self._report(now, self._stopped_state, response, cause=cause, detail=detail, finished=True)]
         delay = retry_after if retry_after else min(self.backoff_cap,
                                                     self.backoff_first * 2 ** (self.failures - 1))
         self.wake_at = now + delay

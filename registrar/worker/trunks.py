@@ -97,7 +97,8 @@ class TrunkManager:
         for trunk_id, client in list(self.clients.items()):
             config = snapshot.get(trunk_id)
             if config is None or not config.registers:
-                self.handle(client, client.stop(now))
+                calls_only = config is not None and config.enabled
+                self.handle(client, client.stop(now, "calls_only" if calls_only else "disabled"))
             elif not client.config.same_registration(config):
                 # Another upstream or identity: let the old registration go, start afresh.
                 self.handle(client, client.stop(now))

@@ -5,6 +5,7 @@ runsip last reported (state, cause, history) is read from its tables. A password
 given with --password or, to keep it out of the shell history and the process list,
 with --password-stdin; it is never printed.
 """
+import argparse
 import sys
 
 from django.core.exceptions import ValidationError
@@ -18,7 +19,7 @@ from registrar.models import Trunk
 # Option (its dest) → Trunk field.
 OPTION_FIELDS = {"registrar": "registrar_uri", "user": "aor_user", "domain": "aor_domain",
                  "auth_user": "auth_username", "realm": "expected_realm", "expires": "expires",
-                 "proxy": "outbound_proxy", "contact_user": "contact_user", "rename": "name"}
+                 "proxy": "outbound_proxy", "contact_user": "contact_user", "rename": "name", "register": "register"}
 FIELD_OPTIONS = {field: "--" + option.replace("_", "-") for option, field in OPTION_FIELDS.items()
                  if field != "name"} | {"password": "--password"}
 HISTORY_SHOWN = 20
@@ -48,6 +49,14 @@ def state_in_words(trunk) -> str:
         words = f"failed: {trunks.cause_label(status.cause)}" if status.cause else "failed"
         return words + (f" ({status.detail})" if status.detail else "")
     return status.state
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "y", "1", "on"):
+        return True
+    if text.lower() in ("no", "n", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"yes or no, not {text!r}")
 
 
 class Command(BaseCommand):
@@ -95,6 +104,8 @@ class Command(BaseCommand):
         parser.add_argument("--expires", type=int, help="registration interval asked for, in seconds")
         parser.add_argument("--proxy", help="outbound proxy URI")
         parser.add_argument("--contact-user", help="user part of our Contact (default: the AOR user)")
+        parser.add_argument("--register", type=_yes_no, metavar="yes|no",
+                            help="keep a registration upstream (no: the trunk carries calls only)")
 
     def handle(self, *args, action, **options):
         try:
@@ -129,8 +140,13 @@ class Command(BaseCommand):
         fields = self._fields(options)
         trunk = trunks.create_trunk(name=name, password=self._password(options) or "", enabled=not disabled,
                                     **fields)
-        self.stdout.write(f"Added trunk {trunk.name}" + (" (disabled)." if disabled else
-                                                          "; runsip registers it within seconds."))
+        if disabled:
+            outcome = " (disabled)."
+        elif not trunk.register:
+            outcome = "; it carries calls only (no registration)."
+        else:
+            outcome = "; runsip registers it within seconds."
+        self.stdout.write(f"Added trunk {trunk.name}{outcome}")
 
     def _list(self, **_):
         rows = [(trunk.name, "yes" if trunk.enabled else "no", state_in_words(trunk), trunk.registrar_uri)
@@ -196,7 +212,7 @@ class Command(BaseCommand):
         try:
             trunks.request_register_now(trunk)
         except ValidationError as error:
-            raise CommandError(" ".join(error.message_dict["enabled"])) from None
+            raise CommandError(" ".join(error.messages)) from None
         self.stdout.write(f"Asked runsip to register {trunk.name} again; see manage.py trunk show {trunk.name}.")
 
     def _delete(self, name, **_):
