@@ -195,6 +195,22 @@ LOGOUT_REDIRECT_URL = "/login/"
 SIP_DOMAIN = env("SIP_DOMAIN", "regis.local")
 SIP_REALM = env("SIP_REALM", SIP_DOMAIN)
 SIP_LISTEN = envlist("SIP_LISTEN", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060,tls:0.0.0.0:5061")
+
+
+def tunnel_address_for(listen):
+    """runsip's first TCP listener, as the web process reaches it (a wildcard host: loopback)."""
+    for text in listen:
+        transport, _, rest = text.partition(":")
+        host, _, port = rest.rpartition(":")
+        if transport == "tcp" and port.isdigit():
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
+            return f"{host}:{port}"
+    return "127.0.0.1:5060"
+
+
+# Where the web process opens each browser websocket's tunnel to runsip (calls from and to
+# browsers go through it; registrar.worker.tunnel): HOST:PORT of a runsip TCP listener.
+SIP_TUNNEL_ADDRESS = env("SIP_TUNNEL_ADDRESS", "") or tunnel_address_for(SIP_LISTEN)
 # Other names and addresses the Request-URI of a REGISTER may carry for this registrar.
 SIP_ALIASES = envlist("SIP_ALIASES", "")
 # Group commit: how many REGISTERs at most share one database transaction.

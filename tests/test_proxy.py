@@ -295,12 +295,18 @@ def test_silent_callee_times_out_to_408_after_timer_a_retransmissions():
     assert 408 in statuses
 
 
-def test_websocket_only_callee_is_480():
+def test_a_websocket_callee_without_a_tunnel_is_480_and_with_one_it_rings():
     harness = Harness()
-    harness.targets["1002"] = [CallTarget("sip:x@y.invalid;transport=ws", Source("ws", "192.0.2.30", 443), 1.0,
-                                          "ws")]
+    # No tunnel from the web process for that websocket: the adapter finds no destination.
+    harness.targets["1002"] = [CallTarget("sip:x@y.invalid;transport=ws", None, 1.0, "ws")]
     sent = authenticated_invite(harness)
     assert [m.status for m, _ in sent] == [100, 480]
+    harness = Harness()
+    tunnel = Source("ws", "192.0.2.30", 443)
+    harness.targets["1002"] = [CallTarget("sip:x@y.invalid;transport=ws", tunnel, 1.0, "ws")]
+    sent = authenticated_invite(harness)
+    [(invite, where)] = [(m, d) for m, d in sent if hasattr(m, "method")]
+    assert where == tunnel and invite.top_via.transport == "WS"
 
 
 @pytest.mark.parametrize("method", ["BYE", "INFO"])

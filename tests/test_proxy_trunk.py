@@ -60,6 +60,7 @@ def test_the_call_goes_to_the_trunk_as_the_trunk_s_identity():
                                                                           "caller-tag")
     assert str(first.uri) == "sip:+33612345678@198.51.100.5:5070"
     assert str(first.from_.uri) == "sip:regis-out@carrier.test" and first.from_.tag == "caller-tag"
+    assert str(first.to.uri) == "sip:+33612345678@198.51.100.5:5070" and first.to.tag is None
     assert "Proxy-Authorization" not in first.headers  # the caller's credentials stay with us
     assert first.cseq == (2, "INVITE") and first.headers.get_all("Record-Route")
 
@@ -102,9 +103,32 @@ def test_the_caller_gets_its_own_transaction_back_and_its_dialog_stays_in_step()
     bye = harness.feed("BYE sip:gw@198.51.100.5:5070 SIP/2.0\n"
                        "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-bye;rport\nCSeq: 3 BYE\n" + dialog, CALLER)
     assert [(m.method, m.cseq[0], d) for m, d in bye] == [("BYE", 4, TRUNK)]
+    for request in (ack[0][0], bye[0][0]):  # the dialog as the trunk knows it (§12.2.1.1)
+        assert str(request.from_.uri) == "sip:regis-out@carrier.test" and request.from_.tag == "caller-tag"
+        assert str(request.to.uri) == "sip:+33612345678@198.51.100.5:5070" and request.to.tag == "trunk"
     assert harness.progress[-1].state == "ended" and harness.progress[-1].bye_from_tag == "caller-tag"
     done = harness.feed(answer(bye[0][0], 200, "OK", "trunk"), TRUNK)
     assert [(m.status, m.cseq, d) for m, d in done] == [(200, (3, "BYE"), CALLER)]
+    assert str(done[0][0].from_.uri) == f"sip:1001@{REALM}" and str(done[0][0].to.uri) == f"sip:0612345678@{REALM}"
+
+
+def test_a_bye_from_the_trunk_reaches_the_caller_in_the_caller_s_terms():
+    harness = TrunkHarness()
+    _, first = outbound_invite(harness)
+    harness.feed(answer(first, 200, "OK", "trunk", contact="<sip:gw@198.51.100.5:5070>"), TRUNK)
+    bye = harness.feed("BYE sip:1001@192.0.2.10:5062 SIP/2.0\n"
+                       "Via: SIP/2.0/UDP 198.51.100.5:5070;branch=z9hG4bK-tbye;rport\n"
+                       "From: <sip:+33612345678@198.51.100.5:5070>;tag=trunk\n"
+                       "To: <sip:regis-out@carrier.test>;tag=caller-tag\nCall-ID: call-1@caller\nCSeq: 7 BYE\n"
+                       "Route: <sip:192.0.2.1:5060;lr>\nMax-Forwards: 70\nContent-Length: 0\n\n", TRUNK)
+    [(down, where)] = bye
+    assert where == CALLER and down.method == "BYE" and down.cseq == (7, "BYE")
+    assert str(down.from_.uri) == f"sip:0612345678@{REALM}" and down.from_.tag == "trunk"
+    assert str(down.to.uri) == f"sip:1001@{REALM}" and down.to.tag == "caller-tag"
+    assert harness.progress[-1].bye_from_tag == "trunk"
+    done = harness.feed(answer(down, 200, "OK", "caller-tag"), CALLER)
+    [(up, where)] = done
+    assert where == TRUNK and str(up.from_.uri) == "sip:+33612345678@198.51.100.5:5070" and up.cseq == (7, "BYE")
 
 
 def test_a_second_challenge_fails_the_call_with_the_reason():

@@ -2,9 +2,11 @@
 
 The consumer only moves frames: each text or binary frame is one whole SIP message
 (RFC 7118 §5.2), handed to the web process's :mod:`registrar.wsdoor`, whose
-registrar core answers through :meth:`SipConsumer.send_sip`. When the websocket
-closes, the bindings registered over it end at once (nobody can reach a browser
-through a closed socket).
+registrar core answers through :meth:`SipConsumer.send_sip` — and which passes call
+signalling to runsip through the websocket's tunnel, whose messages come back through
+:meth:`SipConsumer.send_sip` too. When the websocket closes, its tunnel closes and the
+bindings registered over it end at once (nobody can reach a browser through a closed
+socket).
 
 No web login is asked for: phones authenticate every REGISTER with digest.
 """

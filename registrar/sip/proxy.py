@@ -18,8 +18,9 @@ where their bindings are); any other Request-URI is looked up as a binding's Con
 (:class:`LookupContact`, then :meth:`Proxy.contact_found`), and what is neither gets 404:
 a crafted Route or Request-URI never makes Regis relay to an address of its choosing.
 
-Media never passes through here; neither does a websocket phone yet (its connection is
-the web process's): such targets are left out, so a callee reachable only there gets 480.
+Media never passes through here. A websocket phone is reached through the tunnel the web
+process holds open to runsip for its websocket (registrar.worker.tunnel); a target the
+adapter has no destination for is left out, so a callee reachable nowhere gets 480.
 """
 import dataclasses
 import hashlib
@@ -40,8 +41,8 @@ from registrar.sip.uri import parse_name_addr, parse_uri
 
 BRANCH_PREFIX = MAGIC_COOKIE + "regis"
 MAX_REMEMBERED_CONTACTS = 10_000
-MAX_REMEMBERED_SHIFTS = 10_000
-UNREACHABLE_TRANSPORTS = frozenset({"ws", "wss"})
+MAX_TRUNK_DIALOGS = 10_000
+UNREACHABLE_TRANSPORTS = frozenset()
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,19 @@ class _Call:
     failure: str = ""  # why it failed, in words, when we know better than the status
 
 
+@dataclass(frozen=True)
+class _TrunkDialog:
+    """A call answered through a trunk: the caller and the trunk know it by different
+    From/To addresses and CSeq numbers (we sent the INVITE as the trunk's identity, again
+    after a challenge). In-dialog requests are translated both ways (§12.2.1.1)."""
+
+    shift: int  # how much higher our CSeq to the trunk runs than the caller's
+    caller_from: str  # the caller's From, tag included
+    caller_to: str  # the caller's To, without tag
+    trunk_from: str  # the From the trunk saw, tag included
+    trunk_to: str  # the To the trunk saw, without tag
+
+
 @dataclass
 class _Forwarded:
     """A non-INVITE request routed through us, waiting for its answer."""
@@ -171,8 +185,8 @@ class Proxy:
         self._seeking: dict = {}  # ticket -> how to go on once a contact's binding is read
         self._forwarded = client.ClientTransactions(t1=t1, timer_f=64 * t1)
         self._contacts: OrderedDict = OrderedDict()  # contact URI key -> Source seen for it
-        # (Call-ID, caller's tag) -> how much higher our CSeq to a trunk runs than the caller's.
-        self._shifts: OrderedDict = OrderedDict()
+        # (Call-ID, caller's tag) -> _TrunkDialog of calls answered through a trunk.
+        self._trunk_dialogs: OrderedDict = OrderedDict()
         self._timers: list = []
         self._order = itertools.count()
 
@@ -277,9 +291,12 @@ class Proxy:
 
     def _fork_to_trunk(self, call: _Call, trunk: TrunkLeg, now: float) -> list:
         routes = [trunk.route] if trunk.route else []
+        # As the trunk's identity to the number as the trunk wants it: the upstream knows
+        # neither our extensions nor our domain.
         from_value = str(dataclasses.replace(call.request.from_, uri=parse_uri(trunk.from_uri)))
+        to_value = f"<{trunk.request_uri}>"
         return self._fork(call, call.request, trunk.request_uri, trunk.destination, 0, now, record_route=True,
-                          routes=routes, trunk=trunk, from_value=from_value)
+                          routes=routes, trunk=trunk, from_value=from_value, to_value=to_value)
 
     def contact_found(self, ticket: int, target, now: float) -> list:
         """The binding (a :class:`CallTarget`, or None) whose Contact an in-dialog request named."""
@@ -411,8 +428,8 @@ class Proxy:
                 call.answered = True
                 call.finished = True
                 actions += self._progress(call, "answered", now, status)
-                if branch.cseq_offset:
-                    self._shift_put((call.request.call_id, call.request.from_.tag or ""), branch.cseq_offset)
+                if branch.trunk is not None:
+                    self._remember_trunk_dialog(branch)
                 sends = call.server.send(data, status, now)
                 self._schedule(call.server)
                 # Even after a CANCEL's 487 a 2xx goes up (§16.7 step 5): the caller ACKs and hangs up.
@@ -529,12 +546,14 @@ class Proxy:
         return f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.s{request.cseq[1].lower()}"
 
     def _fork(self, call: _Call, request: Request, target_uri: str, destination, index, now, *,
-              record_route: bool, routes=None, trunk: TrunkLeg | None = None, from_value: str | None = None) -> list:
+              record_route: bool, routes=None, trunk: TrunkLeg | None = None, from_value: str | None = None,
+              to_value: str | None = None) -> list:
         branch_id = f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.{index}"
         if branch_id in self._branches:
             return []
         data, sent = self._forwarded_request(request, call.source, target_uri, destination.transport, branch_id,
-                                             record_route=record_route, routes=routes, from_value=from_value)
+                                             record_route=record_route, routes=routes, from_value=from_value,
+                                             to_value=to_value)
         return self._start_branch(call, branch_id, data, sent, destination, now,
                                   trunk=trunk, challenges={}, nonce_counts={})
 
@@ -636,7 +655,8 @@ class Proxy:
         return data, destination
 
     def _forwarded_request(self, request: Request, source, target_uri: str, transport: str, branch: str, *,
-                           record_route: bool, routes=None, from_value: str | None = None):
+                           record_route: bool, routes=None, from_value: str | None = None,
+                           to_value: str | None = None):
         """§16.6: the copy sent on: new Request-URI, Max-Forwards less one, our Record-Route
         and Via on top, the previous hop's Via marked with where it really came from."""
         local_transport, host, port = self._local(transport)
@@ -669,8 +689,10 @@ class Proxy:
                 continue
             if lowered in ("from", "f") and from_value is not None:
                 value = from_value
-            if lowered == "cseq" and not record_route:
-                value = self._shifted_cseq(request, value)
+            if lowered in ("to", "t") and to_value is not None:
+                value = to_value
+            if not record_route:
+                value = self._translated(request, lowered, value)
             items.append((name, value))
         items.append(("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1)))
         if routes:
@@ -680,12 +702,14 @@ class Proxy:
             sent.headers.add(name, value)
         return sent.to_bytes(), sent
 
-    def _upstream(self, response: Response, branch: _Branch | None = None, cseq_shift: int = 0) -> bytes:
+    def _upstream(self, response: Response, branch: _Branch | None = None, request: Request | None = None) -> bytes:
         """The response without our Via (§16.7 step 3). From a trunk, it also gets back the
         caller's From, To and CSeq number: the caller must recognise its own transaction."""
         vias = response.headers.get_all("Via")[1:]
         sent = Response(response.status, response.reason, "SIP/2.0", None, response.body)
         original = branch.call.request if branch is not None and branch.trunk is not None else None
+        # An in-dialog request we translated for a trunk dialog: its answer names what the sender sent.
+        asked = request if request is not None and self._trunk_dialog_of(request) is not None else None
         placed = False
         for name, value in response.headers.items():
             lowered = name.lower()
@@ -706,14 +730,13 @@ class Proxy:
                         p for p in original.to.params if p[0].lower() != "tag") + ((("tag", tag),) if tag else ())))
                 elif lowered == "cseq":
                     value = f"{original.cseq[0]} {original.cseq[1]}"
-            elif lowered == "cseq" and cseq_shift:
-                number, _, method = value.strip().partition(" ")
-                value = f"{int(number) - cseq_shift} {method.strip()}"
+            elif asked is not None and lowered in ("from", "f", "to", "t", "cseq"):
+                value = asked.headers.get({"f": "From", "t": "To"}.get(lowered, name))
             sent.headers.add(name, value)
         return sent.to_bytes()
 
     def _forward_answer(self, forwarded: _Forwarded, response: Response, now: float) -> list:
-        data = self._upstream(response, cseq_shift=self._shift_for(forwarded.request))
+        data = self._upstream(response, request=forwarded.request)
         destination = _response_destination(forwarded.request, forwarded.source)
         self.core._transactions.complete(forwarded.key, data, destination, now, forwarded.source.reliable)
         return [self.core._send_action(data, destination)]
@@ -822,32 +845,57 @@ class Proxy:
         for contact in contacts[:1]:
             self._contacts_put(_uri_key(contact.uri), source)
 
-    def _shift_for(self, request: Request) -> int:
+    def _remember_trunk_dialog(self, branch: _Branch) -> None:
+        original, sent = branch.call.request, branch.request
+        dialog = _TrunkDialog(branch.cseq_offset, original.headers.get("From"), _without_tag(original.to),
+                              sent.headers.get("From"), _without_tag(sent.to))
+        key = (original.call_id, original.from_.tag or "")
+        self._trunk_dialogs[key] = dialog
+        self._trunk_dialogs.move_to_end(key)
+        while len(self._trunk_dialogs) > MAX_TRUNK_DIALOGS:
+            self._trunk_dialogs.popitem(last=False)
+
+    def _trunk_dialog_of(self, request: Request):
+        """(dialog, True when the caller sent it / False when the trunk did), or None."""
         try:
-            return self._shifts.get((request.call_id, request.from_.tag or ""), 0)
+            call_id, from_tag, to_tag = request.call_id, request.from_.tag or "", request.to.tag or ""
         except SipError:
-            return 0
+            return None
+        dialog = self._trunk_dialogs.get((call_id, from_tag))
+        if dialog is not None:
+            return dialog, True
+        dialog = self._trunk_dialogs.get((call_id, to_tag))
+        return (dialog, False) if dialog is not None else None
 
-    def _shifted_cseq(self, request: Request, value: str) -> str:
-        """The caller's in-dialog requests to a trunk we re-sent the INVITE to with a higher
-        CSeq: theirs follow ours, or the trunk would find them out of order (§12.2.2)."""
-        shift = self._shift_for(request)
-        if not shift:
+    def _translated(self, request: Request, lowered: str, value: str) -> str:
+        """A header of an in-dialog request, as the other side of a trunk dialog knows it:
+        the caller's requests get the trunk's From/To and CSeq, the trunk's the caller's."""
+        found = self._trunk_dialog_of(request)
+        if found is None:
             return value
-        number, method = request.cseq
-        return f"{number + shift} {method}"
-
-    def _shift_put(self, key, shift: int) -> None:
-        self._shifts[key] = shift
-        self._shifts.move_to_end(key)
-        while len(self._shifts) > MAX_REMEMBERED_SHIFTS:
-            self._shifts.popitem(last=False)
+        dialog, from_caller = found
+        if lowered in ("from", "f"):
+            return dialog.trunk_from if from_caller else _with_tag(dialog.caller_to, request.from_.tag)
+        if lowered in ("to", "t"):
+            return _with_tag(dialog.trunk_to, request.to.tag) if from_caller else dialog.caller_from
+        if lowered == "cseq" and from_caller and dialog.shift:
+            number, method = request.cseq
+            return f"{number + dialog.shift} {method}"
+        return value
 
     def _contacts_put(self, key, destination) -> None:
         self._contacts[key] = destination
         self._contacts.move_to_end(key)
         while len(self._contacts) > MAX_REMEMBERED_CONTACTS:
             self._contacts.popitem(last=False)
+
+
+def _without_tag(name_addr) -> str:
+    return str(dataclasses.replace(name_addr, params=tuple(p for p in name_addr.params if p[0].lower() != "tag")))
+
+
+def _with_tag(value: str, tag) -> str:
+    return f"{value};tag={tag}" if tag else value
 
 
 def _rank(status: int) -> tuple:

@@ -35,7 +35,7 @@ from registrar.sip import stun
 from registrar.sip.framing import KeepAlive, StreamFramer
 from registrar.sip.proxy import CallProgress, LookupCallee, LookupContact
 from registrar.sip.regevent import StoreSubscription
-from registrar.worker import qualify
+from registrar.worker import qualify, tunnel
 from registrar.worker.calls import CallRouter
 from registrar.worker.subscriptions import RegEventNotifier
 from registrar.worker.trunks import TrunkManager
@@ -132,6 +132,8 @@ class _TcpConnection(asyncio.Protocol):
         self.source = None
         self.idle_timer = None
         self.message_timer = None
+        self.carried = False  # whether a SIP message came (a tunnel hello must come first)
+        self.tunnelled = False  # a browser's websocket tunnelled from the web process (tunnel.py)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -165,7 +167,12 @@ class _TcpConnection(asyncio.Protocol):
         for frame in frames:
             if isinstance(frame, KeepAlive):
                 self.transport.write(b"\r\n")
+            elif frame.startswith(tunnel.HELLO_START):
+                if not tunnel.open_tunnel(self.worker, self, frame):
+                    self.close()
+                    return
             else:
+                self.carried = True
                 self.worker.feed(frame, self.source)
 
     def send(self, data, destination):
@@ -288,6 +295,7 @@ class SipWorker:
         self._open_flows = set()
         self._ticker = None
         self.tokens = TokenVerifier()
+        self.tunnel_key = tunnel.tunnel_key()
 
     def _lookup_credentials(self, user):
         return self.credentials.get(user)
@@ -309,9 +317,10 @@ class SipWorker:
     def connection_closed(self, connection) -> None:
         if connection.source is not None:
             self._perform(self.core.connection_lost(connection))
-            self._ended_flows.append(connection.source.flow)
-            if not self._ending_flows:
-                self._start_ending_flows()
+            if not connection.tunnelled:  # a tunnel's bindings end with its websocket, in the web process
+                self._ended_flows.append(connection.source.flow)
+                if not self._ending_flows:
+                    self._start_ending_flows()
         if connection in self.connections:
             self.connections.discard(connection)
             self._open_flows.discard(connection.source.flow)
@@ -402,11 +411,12 @@ class SipWorker:
 
     def _destination(self, transport: str, ip: str, port: int):
         """A phone reached at its source address: from the UDP listener, or on the connection it
-        holds open (nobody can connect to a phone behind NAT); None when there is no way."""
+        holds open (nobody can connect to a phone behind NAT), a browser's on its websocket's
+        tunnel from the web process (registrar.worker.tunnel); None when there is no way."""
         if transport == "udp":
             endpoint = self.udp_endpoint_for(socket.AF_INET6 if ":" in ip else socket.AF_INET)
             return Source("udp", ip, port, endpoint) if endpoint is not None else None
-        if transport in ("tcp", "tls"):
+        if transport in ("tcp", "tls", "ws", "wss"):
             for connection in self.connections:
                 source = connection.source
                 if source is not None and (source.transport, source.ip, source.port) == (transport, ip, port):

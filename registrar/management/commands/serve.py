@@ -66,10 +66,15 @@ class Command(BaseCommand):
         web_endpoints = []
         if certificate is not None:
             web_endpoints = ["-e", web_tls_endpoint(web_tls_port, web_host or "0.0.0.0", certificate)]
+        web_env = dict(os.environ)
+        if listen and not os.environ.get("SIP_TUNNEL_ADDRESS"):
+            # The browsers' calls must reach the runsip started here, on the listeners given here.
+            from pbx.settings import tunnel_address_for
+            web_env["SIP_TUNNEL_ADDRESS"] = tunnel_address_for(listen)
         children = [
             subprocess.Popen(manage + ["runsip", *sip_args]),
             subprocess.Popen([sys.executable, "-m", "daphne", "-b", web_host or "0.0.0.0", "-p", web_port,
-                              *web_endpoints, "pbx.asgi:application"]),
+                              *web_endpoints, "pbx.asgi:application"], env=web_env),
         ]
         shown_host = _reachable_address()
         sip_port = sip_listen[0].rpartition(":")[2]
