@@ -148,11 +148,18 @@ def emergency_settings() -> EmergencySettings:
                              tuple(str(number) for number in get("emergency_alert_extensions") or ()))
 
 
+# What a trunk can be sent: a number, not whatever a phone put in its Request-URI.
+DIALABLE = re.compile(r"[0-9*#+]{1,64}", re.ASCII)
+
+
 def _matching_rule(dialled: str):
     """The first enabled dial rule whose pattern matches all of ``dialled``, and the number it sends."""
+    if not DIALABLE.fullmatch(dialled):
+        return None, ""
     for rule in DialRule.objects.filter(enabled=True).select_related("trunk").order_by("position", "id"):
         try:
-            matched = re.fullmatch(rule.pattern, dialled)
+            # ASCII: \d must not match the digits of other scripts (a phone could send "0٦١").
+            matched = re.fullmatch(rule.pattern, dialled, re.ASCII)
         except re.error:
             continue  # stored around the validation: such a rule can never match
         if matched:

@@ -57,7 +57,8 @@ def test_a_vouched_token_lets_the_call_through_to_the_callee(header):
     after = vouched(h, verdict())
     assert [m.status for m, _ in after if hasattr(m, "status")] == [100]
     assert h.lookups == ["1002"] and len(forked(after)) == 2
-    assert "Authorization: Bearer" not in str(forked(after))
+    for forwarded in forked(after).values():  # the token is ours to check, nobody else's to replay
+        assert "Authorization" not in forwarded.headers and "Proxy-Authorization" not in forwarded.headers
 
 
 def test_a_retransmission_while_the_server_is_asked_is_absorbed():

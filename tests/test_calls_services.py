@@ -170,6 +170,13 @@ def test_a_matching_rule_strips_prefixes_and_sends_through_its_trunk(caller):
                                                                            "setup")
 
 
+def test_only_a_dialable_number_goes_out_and_digits_of_other_scripts_are_not_digits(caller):
+    rule(r"0\d+", trunk())
+    for dialled in ("0\u0666\u0661", "0612 345", "06%40x", "0612>"):
+        assert start(dialled, call_id=f"c-{dialled}").refusal[0] == 404
+    assert start("0612", call_id="ok").refusal is None
+
+
 def test_rules_are_tried_by_position_the_whole_number_must_match_and_disabled_ones_are_skipped(caller):
     first, second, third = trunk("first"), trunk("second"), trunk("third")
     rule(r"\d+", third, position=30)

@@ -6,7 +6,7 @@ the trunk's CSeq, and reports the call's progress for its record.
 from registrar.sip import digest
 from registrar.sip.core import SendMessage, Source
 from registrar.sip.message import parse_message
-from registrar.sip.proxy import CallProgress, CallRoute, CallTarget, LookupCallee, TrunkLeg
+from registrar.sip.proxy import CallProgress, CallRoute, CallTarget, LookupCallee, LookupContact, TrunkLeg
 from tests.test_proxy import CALLER, REALM, Harness, answer, authenticated_invite
 
 TRUNK = Source("udp", "198.51.100.5", 5070)
@@ -32,6 +32,8 @@ class TrunkHarness(Harness):
             elif isinstance(action, LookupCallee):
                 self.asked.append(action)
                 actions.extend(self.core.callee_found(action.ticket, CallRoute(trunk=self.leg), now))
+            elif isinstance(action, LookupContact):
+                actions.extend(self.core.contact_found(action.ticket, None, now))  # no binding has it
         return sent
 
 

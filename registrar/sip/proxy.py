@@ -42,6 +42,10 @@ from registrar.sip.uri import parse_name_addr, parse_uri
 BRANCH_PREFIX = MAGIC_COOKIE + "regis"
 MAX_REMEMBERED_CONTACTS = 10_000
 MAX_TRUNK_DIALOGS = 10_000
+# A trunk that calls every answer stale would be answered for ever.
+MAX_STALE_ANSWERS = 2
+# Identities a phone may assert only about itself (RFC 3325): what we forward is ours to say.
+IDENTITY_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
 UNREACHABLE_TRANSPORTS = frozenset()
 
 
@@ -130,6 +134,7 @@ class _Branch:
     challenges: dict = None
     nonce_counts: dict = None
     cseq_offset: int = 0
+    stale_answers: int = 0
 
 
 @dataclass
@@ -187,6 +192,11 @@ class Proxy:
         self._contacts: OrderedDict = OrderedDict()  # contact URI key -> Source seen for it
         # (Call-ID, caller's tag) -> _TrunkDialog of calls answered through a trunk.
         self._trunk_dialogs: OrderedDict = OrderedDict()
+        # Contacts and proxies of trunks: reached only by requests of a trunk dialog, so nobody
+        # can use Regis to reach a carrier that trusts its address.
+        self._trunk_contacts: OrderedDict = OrderedDict()
+        # Branches Timer C cancelled and forgot: their 487 still gets its ACK (§17.1.1.3).
+        self._late_acks: OrderedDict = OrderedDict()
         self._timers: list = []
         self._order = itertools.count()
 
@@ -225,6 +235,13 @@ class Proxy:
         destination = _response_destination(request, source)
         call = _Call(request, source, InviteServer(key, destination, source.reliable, self.t1), "", branches=[])
         self._servers[key] = call
+        try:
+            return self._invite(call, key, request, source, now)
+        except SipError as error:
+            # A header only read now was malformed: the transaction still ends (Timer H).
+            return self._final_local(call, error.status or 400, error.reason or "Bad Request", now=now)
+
+    def _invite(self, call: _Call, key, request: Request, source, now: float) -> list:
         refusal = self._validate(request)
         if refusal is not None:
             return self._final_local(call, *refusal, now=now)
@@ -263,6 +280,15 @@ class Proxy:
         call = self._waiting.pop(ticket, None)
         if call is None or call.finished:
             return []
+        try:
+            return self._route_call(call, route, now)
+        except Exception as error:  # whatever went wrong, the caller gets a final answer and the record ends
+            call.recorded = True
+            actions = self._cancel_branches(call, now) if call.branches else []
+            return actions + self._final_local(call, 500, "Server Internal Error", now=now,
+                                               why=f"routing failed: {error}")
+
+    def _route_call(self, call: _Call, route, now: float) -> list:
         if not isinstance(route, CallRoute):
             route = CallRoute(targets=tuple(route))
         if route.refusal is not None:
@@ -354,7 +380,8 @@ class Proxy:
         actions = self.core._finish(key, request, source, now, 200, "OK")
         if call.finished or call.answered:
             return actions
-        self._waiting.pop(call.ticket, None)
+        if self._waiting.pop(call.ticket, None) is not None:
+            call.recorded = True  # the adapter is storing it right now: its record must end too
         actions += self._cancel_branches(call, now)
         actions += self._final_local(call, 487, "Request Terminated", now=now, why="cancelled by the caller")
         return actions
@@ -401,9 +428,15 @@ class Proxy:
             return self._forward_answer(answered.context, response, now)
         branch = self._branches.get(branch_id)
         if branch is None:
+            late = self._late_acks.pop(branch_id, None) if response.status >= 300 else None
+            if late is not None:
+                invite, destination = late
+                return [self.core._send_action(_ack_for(invite, response), destination)]
             return []
         call = branch.call
         status = response.status
+        if status > 100 and status < 300:
+            self._learn_neighbours(response, branch)
         if status < 200:
             branch.client.provisional(now)
             self._schedule(branch.client)
@@ -411,7 +444,7 @@ class Proxy:
             if branch.cancel_wanted and not branch.cancelled:
                 actions += self._cancel_branch(branch, now)
             elif status > 100 and not call.finished:
-                actions += self._send(call.server.send(self._upstream(response, branch), status, now))
+                actions += self._send(call.server.send(self._upstream(response, branch, call.request), status, now))
                 if status in (180, 183) and not call.rang:
                     call.rang = True
                     actions += self._progress(call, "ringing", now, status)
@@ -422,8 +455,8 @@ class Proxy:
         self._schedule(branch.client)
         if 200 <= status < 300:
             # Every 2xx goes up, retransmissions included (§16.7 step 5): the caller's ACK ends them.
-            self._remember_contact(response, source)
-            data = self._upstream(response, branch)
+            self._remember_contact(response, source, trunk=branch.trunk is not None)
+            data = self._upstream(response, branch, call.request)
             if not call.answered:
                 call.answered = True
                 call.finished = True
@@ -494,6 +527,8 @@ class Proxy:
         actions = []
         if machine.timed_out and machine.was_proceeding and not branch.cancelled:
             actions += self._cancel_branch(branch, now)  # Timer C: ringing too long
+            _bounded_put(self._late_acks, machine.branch, (branch.request, branch.client.destination),
+                         MAX_REMEMBERED_CONTACTS)
         if not machine.timed_out or call.finished:
             return actions
         # Timer B: this branch counts as a 408 (§16.7 step 2 "as if a 408 had arrived").
@@ -551,9 +586,15 @@ class Proxy:
         branch_id = f"{BRANCH_PREFIX}{self._branch_stem(request, request.top_via)}.{index}"
         if branch_id in self._branches:
             return []
+        asserted = None
+        if record_route and trunk is None and call.caller:
+            # Inside our own domain the authenticated extension is who the call is from (RFC 3325).
+            caller = dataclasses.replace(call.request.from_, uri=parse_uri(f"sip:{call.caller}@{self.core.realm}"),
+                                         params=())
+            asserted = str(caller)
         data, sent = self._forwarded_request(request, call.source, target_uri, destination.transport, branch_id,
                                              record_route=record_route, routes=routes, from_value=from_value,
-                                             to_value=to_value)
+                                             to_value=to_value, asserted=asserted)
         return self._start_branch(call, branch_id, data, sent, destination, now,
                                   trunk=trunk, challenges={}, nonce_counts={})
 
@@ -582,7 +623,7 @@ class Proxy:
         if trunk.expected_realm and challenge.realm != trunk.expected_realm:
             return self._trunk_failed(call, f"realms do not match: server asked for '{challenge.realm}', trunk "
                                             f"'{trunk.name}' expects '{trunk.expected_realm}'", now)
-        if header in branch.challenges and not challenge.stale:
+        if header in branch.challenges and (not challenge.stale or branch.stale_answers >= MAX_STALE_ANSWERS):
             return self._trunk_failed(call, f"trunk '{trunk.name}' challenged again ({response.status}): it refused "
                                             f"the credentials of {trunk.username!r}", now)
         challenges = {**branch.challenges, header: challenge}
@@ -609,9 +650,11 @@ class Proxy:
             retry.headers.add(answered_header, answer_challenge(
                 answered, username=trunk.username, password=trunk.password, method="INVITE",
                 uri=str(previous.uri), nc=nonce_counts[answered.nonce], cnonce=secrets.token_hex(8)))
-        return self._start_branch(call, branch_id, retry.to_bytes(), retry, branch.client.destination, now,
-                                  trunk=trunk, challenges=challenges, nonce_counts=nonce_counts,
-                                  cseq_offset=branch.cseq_offset + 1)
+        actions = self._start_branch(call, branch_id, retry.to_bytes(), retry, branch.client.destination, now,
+                                     trunk=trunk, challenges=challenges, nonce_counts=nonce_counts,
+                                     cseq_offset=branch.cseq_offset + 1)
+        call.branches[-1].stale_answers = branch.stale_answers + (1 if challenge.stale else 0)
+        return actions
 
     def _trunk_failed(self, call: _Call, why: str, now: float) -> list:
         # The caller cannot answer the trunk's challenge: a 407 passed on would ask it for
@@ -632,9 +675,17 @@ class Proxy:
         return self._fork(call, request, target_uri, destination, 0, now, record_route=False, routes=routes)
 
     def _routes_after_us(self, request: Request) -> list:
-        """The Route values left once ours (a phone's pre-loaded outbound proxy) is popped."""
+        """The Route values left once ours (a phone's pre-loaded outbound proxy, or both of a
+        double Record-Route) are popped."""
         routes = request.headers.get_all("Route")
-        return routes[1:] if routes and self.routes_through_us(request) else routes
+        while routes:
+            try:
+                if not self._is_us(parse_name_addr(routes[0]).uri):
+                    break
+            except SipError:
+                break
+            routes = routes[1:]
+        return routes
 
     def _next_hop(self, request: Request):
         """(remaining Route values, Request-URI, destination) after popping our own Route.
@@ -644,7 +695,10 @@ class Proxy:
         to any other address."""
         routes = self._routes_after_us(request)
         target = parse_name_addr(routes[0]).uri if routes else request.uri
-        return routes, str(request.uri), self._contacts.get(_uri_key(target))
+        key = _uri_key(target)
+        if key in self._trunk_contacts and self._trunk_dialog_of(request) is None:
+            return routes, str(request.uri), None  # a trunk, but no call of ours with it
+        return routes, str(request.uri), self._contacts.get(key)
 
     def _forward_in_dialog(self, request: Request, source, *, branch: str):
         routes, target_uri, destination = self._next_hop(request)
@@ -656,7 +710,7 @@ class Proxy:
 
     def _forwarded_request(self, request: Request, source, target_uri: str, transport: str, branch: str, *,
                            record_route: bool, routes=None, from_value: str | None = None,
-                           to_value: str | None = None):
+                           to_value: str | None = None, asserted: str | None = None):
         """§16.6: the copy sent on: new Request-URI, Max-Forwards less one, our Record-Route
         and Via on top, the previous hop's Via marked with where it really came from."""
         local_transport, host, port = self._local(transport)
@@ -675,16 +729,22 @@ class Proxy:
                     items.append(("Via", our_via))
                     items.extend(("Via", via) for via in vias)
                     if record_route:
-                        rr_transport = "" if local_transport == "udp" else f";transport={local_transport}"
-                        items.append(("Record-Route", f"<sip:{host_text}:{port}{rr_transport};lr>"))
+                        items.append(("Record-Route", self._record_route(transport)))
+                        if source.transport != transport:
+                            # RFC 5658: the caller's side reaches us on its own transport.
+                            items.append(("Record-Route", self._record_route(source.transport)))
                     placed_vias = True
                 continue
             if lowered == "max-forwards":
                 continue
             if lowered == "route" and routes is not None:
                 continue
-            if lowered in ("proxy-authorization",) and record_route:
-                continue  # our credentials are not the callee's business (§22.3)
+            if lowered in ("proxy-authorization", "authorization") and record_route:
+                # The caller's credentials (a digest for our realm, a bearer token) are ours to
+                # check and nobody else's to replay (§22.3, RFC 8898).
+                continue
+            if lowered in IDENTITY_HEADERS and record_route:
+                continue  # a phone's claim about who it is; the asserted identity is added below
             if lowered in ("content-length", "l"):
                 continue
             if lowered in ("from", "f") and from_value is not None:
@@ -695,12 +755,22 @@ class Proxy:
                 value = self._translated(request, lowered, value)
             items.append((name, value))
         items.append(("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1)))
+        if record_route and asserted is not None:
+            items.append(("P-Asserted-Identity", asserted))
         if routes:
             items.extend(("Route", route) for route in routes)
         sent = Request(request.method, parse_uri(target_uri), "SIP/2.0", None, request.body)
         for name, value in items:
             sent.headers.add(name, value)
         return sent.to_bytes(), sent
+
+    def _record_route(self, transport: str) -> str:
+        local_transport, host, port = self._local(transport)
+        host_text = f"[{host}]" if ":" in host else host
+        if transport in ("ws", "wss"):
+            local_transport = transport  # a browser reaches us only through its websocket
+        suffix = "" if local_transport == "udp" else f";transport={local_transport}"
+        return f"<sip:{host_text}:{port}{suffix};lr>"
 
     def _upstream(self, response: Response, branch: _Branch | None = None, request: Request | None = None) -> bytes:
         """The response without our Via (§16.7 step 3). From a trunk, it also gets back the
@@ -737,6 +807,12 @@ class Proxy:
 
     def _forward_answer(self, forwarded: _Forwarded, response: Response, now: float) -> list:
         data = self._upstream(response, request=forwarded.request)
+        if forwarded.request.method == "BYE" and response.status >= 200:
+            found = self._trunk_dialog_of(forwarded.request)
+            if found is not None:
+                request = forwarded.request
+                tags = (request.from_.tag or "", request.to.tag or "")
+                self._trunk_dialogs.pop((request.call_id, tags[0] if found[1] else tags[1]), None)
         destination = _response_destination(forwarded.request, forwarded.source)
         self.core._transactions.complete(forwarded.key, data, destination, now, forwarded.source.reliable)
         return [self.core._send_action(data, destination)]
@@ -786,7 +862,7 @@ class Proxy:
             return self._final_local(call, 500, "Server Internal Error", now=now,
                                      why=f"the callee's side answered 503 {best.reason}")
         branch = next((b for b in call.branches if b.client.branch == best.top_via.branch), None)
-        actions = self._send(call.server.send(self._upstream(best, branch), best.status, now))
+        actions = self._send(call.server.send(self._upstream(best, branch, call.request), best.status, now))
         self._schedule(call.server)
         return actions + self._progress(call, "ended", now, best.status, f"{best.status} {best.reason}")
 
@@ -835,7 +911,7 @@ class Proxy:
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
     # -- where dialog peers are ---------------------------------------------------------------
-    def _remember_contact(self, message, source) -> None:
+    def _remember_contact(self, message, source, trunk: bool = False) -> None:
         """The Contact of a caller or callee, reached where its message came from: in-dialog
         requests name it in their Request-URI, and behind NAT only the source leads back."""
         try:
@@ -844,6 +920,27 @@ class Proxy:
             return
         for contact in contacts[:1]:
             self._contacts_put(_uri_key(contact.uri), source)
+            if trunk:
+                _bounded_put(self._trunk_contacts, _uri_key(contact.uri), True, MAX_REMEMBERED_CONTACTS)
+
+    def _learn_neighbours(self, response: Response, branch: _Branch) -> None:
+        """Proxies that record-routed beside us (a carrier's edge, a phone's outbound proxy):
+        in-dialog requests name them in Route after ours, so we must know where they are —
+        the one above ours is where we sent the INVITE, the one below where it came from."""
+        try:
+            uris = [parse_name_addr(value).uri for value in response.headers.get_all("Record-Route")]
+        except SipError:
+            return
+        ours = [index for index, uri in enumerate(uris) if self._is_us(uri)]
+        if not ours:
+            return
+        first, last = ours[0], ours[-1]
+        if first > 0:
+            self._contacts_put(_uri_key(uris[first - 1]), branch.client.destination)
+            if branch.trunk is not None:
+                _bounded_put(self._trunk_contacts, _uri_key(uris[first - 1]), True, MAX_REMEMBERED_CONTACTS)
+        if last + 1 < len(uris):
+            self._contacts_put(_uri_key(uris[last + 1]), branch.call.source)
 
     def _remember_trunk_dialog(self, branch: _Branch) -> None:
         original, sent = branch.call.request, branch.request
@@ -888,6 +985,13 @@ class Proxy:
         self._contacts.move_to_end(key)
         while len(self._contacts) > MAX_REMEMBERED_CONTACTS:
             self._contacts.popitem(last=False)
+
+
+def _bounded_put(mapping: OrderedDict, key, value, limit: int) -> None:
+    mapping[key] = value
+    mapping.move_to_end(key)
+    while len(mapping) > limit:
+        mapping.popitem(last=False)
 
 
 def _without_tag(name_addr) -> str:

@@ -70,10 +70,19 @@ class CallRouter:
                 worker._perform(worker.core.callee_lookup_failed(action.ticket, time.time()))
                 return
             planned = future.result()
-            if planned.alert_bindings:
-                self._send_alerts(planned)
-            route = await self._route(planned, action)
+            try:
+                route = await self._route(planned, action)
+            except Exception as error:  # the caller still gets an answer, and the record says why
+                log.exception("routing the call of %s to %s failed", action.caller, action.user)
+                route = CallRoute(refusal=(500, "Server Internal Error", f"routing failed: {error}"))
+                self.progress(CallProgress(action.call_id, (action.caller_tag,), "ended", time.time(), 500,
+                                           f"routing failed: {error}"))
             worker._perform(worker.core.callee_found(action.ticket, route, time.time()))
+            if planned.alert_bindings:
+                try:
+                    self._send_alerts(planned)
+                except Exception:
+                    log.exception("sending the emergency alert of %s failed", action.caller)
         except Exception:
             log.exception("forwarding a call to %s failed", action.user)
         finally:
