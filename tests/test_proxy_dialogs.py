@@ -177,3 +177,24 @@ def test_the_487_of_a_branch_timer_c_cancelled_is_acknowledged():
     harness.feed(answer(cancel[0], 200, "OK", "a"), PHONE_A)
     acks = harness.feed(answer(branch, 487, "Request Terminated", "a"), PHONE_A)
     assert [(m.method, m.cseq, d) for m, d in acks] == [("ACK", (2, "ACK"), PHONE_A)]
+
+
+def test_a_trunk_that_challenges_the_bye_is_answered_with_the_trunk_s_credentials():
+    harness = TrunkHarness()
+    _, first = outbound_invite(harness)
+    harness.feed(answer(first, 200, "OK", "trunk", contact="<sip:gw@198.51.100.5:5070>"), TRUNK)
+    bye = harness.feed("BYE sip:gw@198.51.100.5:5070 SIP/2.0\n"
+                       "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-bye;rport\n"
+                       f"From: <sip:1001@{REALM}>;tag=caller-tag\nTo: <sip:0612345678@{REALM}>;tag=trunk\n"
+                       "Call-ID: call-1@caller\nCSeq: 3 BYE\nRoute: <sip:192.0.2.1:5060;lr>\n"
+                       "Proxy-Authorization: Digest username=\"1001\", realm=\"regis.test\", nonce=\"x\", "
+                       "uri=\"sip:gw@198.51.100.5:5070\", response=\"0\"\n"
+                       "Max-Forwards: 70\nContent-Length: 0\n\n", CALLER)
+    [sent] = requests_to(bye, TRUNK, "BYE")
+    assert "Proxy-Authorization" not in sent.headers  # the caller's own credentials stay with us
+    again = harness.feed(challenge(sent), TRUNK)
+    assert not [m for m, d in again if d == CALLER]  # the caller never sees the carrier's challenge
+    [retry] = requests_to(again, TRUNK, "BYE")
+    assert retry.cseq == (sent.cseq[0] + 1, "BYE") and "regis-out" in retry.headers.get("Proxy-Authorization")
+    done = harness.feed(answer(retry, 200, "OK", "trunk"), TRUNK)
+    assert [(m.status, m.cseq, d) for m, d in done] == [(200, (3, "BYE"), CALLER)]

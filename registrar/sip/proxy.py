@@ -166,6 +166,7 @@ class _TrunkDialog:
     caller_to: str  # the caller's To, without tag
     trunk_from: str  # the From the trunk saw, tag included
     trunk_to: str  # the To the trunk saw, without tag
+    trunk: TrunkLeg = None  # whose credentials answer the trunk's challenges inside the dialog
 
 
 @dataclass
@@ -176,6 +177,9 @@ class _Forwarded:
     source: object
     key: tuple
     branch: str
+    data: bytes = b""  # as sent on
+    destination: object = None
+    challenged: bool = False  # already sent again with a trunk's credentials
 
 
 class Proxy:
@@ -401,7 +405,7 @@ class Proxy:
             return self._seek(request, lambda at: self.in_dialog(request, source, key, at, True), now)
         if destination is None:
             return self.core._finish(key, request, source, now, 404, "Not Found")
-        context = _Forwarded(request, source, key, branch)
+        context = _Forwarded(request, source, key, branch, data, destination)
         first = self._forwarded.start(branch=branch, method=request.method, data=data, destination=destination,
                                       context=context, now=now, reliable=destination.reliable)
         actions = [self.core._send_action(first.data, first.destination)]
@@ -425,6 +429,10 @@ class Proxy:
             answered = self._forwarded.response(response, now)
             if answered is None or not isinstance(answered.context, _Forwarded):
                 return []  # provisional, a retransmission, or the answer to one of our CANCELs
+            if response.status in (401, 407):
+                again = self._answer_in_dialog_challenge(answered.context, response, now)
+                if again:
+                    return again
             return self._forward_answer(answered.context, response, now)
         branch = self._branches.get(branch_id)
         if branch is None:
@@ -656,6 +664,47 @@ class Proxy:
         call.branches[-1].stale_answers = branch.stale_answers + (1 if challenge.stale else 0)
         return actions
 
+    def _answer_in_dialog_challenge(self, forwarded: _Forwarded, response: Response, now: float) -> list:
+        """A trunk challenged the caller's BYE (or INFO, UPDATE...): answered with the trunk's
+        credentials, once, CSeq one higher — the caller's phone knows neither the realm nor
+        the password. Anything else goes back as it came."""
+        found = self._trunk_dialog_of(forwarded.request)
+        if found is None or not found[1] or forwarded.challenged or found[0].trunk is None:
+            return []
+        dialog = found[0]
+        usable, _ = parse_challenges(response)
+        if not usable or (dialog.trunk.expected_realm and usable[0].realm != dialog.trunk.expected_realm):
+            return []
+        from registrar.sip.message import parse_message
+        sent = parse_message(forwarded.data)
+        number = sent.cseq[0] + 1
+        branch = f"{forwarded.branch}.a{number}"
+        retry = Request(sent.method, sent.uri, "SIP/2.0", None, sent.body)
+        via_done = False
+        for name, value in sent.headers.items():
+            lowered = name.lower()
+            if lowered in ("authorization", "proxy-authorization", "content-length", "l"):
+                continue
+            if lowered in ("via", "v") and not via_done:
+                value = value.replace(forwarded.branch, branch)
+                via_done = True
+            elif lowered == "cseq":
+                value = f"{number} {sent.method}"
+            retry.headers.add(name, value)
+        challenge = usable[0]
+        header = "Proxy-Authorization" if response.status == 407 else "Authorization"
+        retry.headers.add(header, answer_challenge(challenge, username=dialog.trunk.username,
+                                                   password=dialog.trunk.password, method=sent.method,
+                                                   uri=str(sent.uri), nc=1, cnonce=secrets.token_hex(8)))
+        key = (forwarded.request.call_id, forwarded.request.from_.tag or "")
+        # Later requests of the caller must stay above this one in the trunk's eyes.
+        _bounded_put(self._trunk_dialogs, key, dataclasses.replace(dialog, shift=dialog.shift + 1), MAX_TRUNK_DIALOGS)
+        context = dataclasses.replace(forwarded, branch=branch, data=retry.to_bytes(), challenged=True)
+        first = self._forwarded.start(branch=branch, method=sent.method, data=context.data,
+                                      destination=forwarded.destination, context=context, now=now,
+                                      reliable=forwarded.destination.reliable)
+        return [self.core._send_action(first.data, first.destination)]
+
     def _trunk_failed(self, call: _Call, why: str, now: float) -> list:
         # The caller cannot answer the trunk's challenge: a 407 passed on would ask it for
         # credentials it does not have. 502: the next hop's answer was unusable to us.
@@ -752,6 +801,8 @@ class Proxy:
             if lowered in ("to", "t") and to_value is not None:
                 value = to_value
             if not record_route:
+                if lowered in ("authorization", "proxy-authorization") and self._trunk_dialog_of(request):
+                    continue  # a trunk learns nothing of the caller's credentials
                 value = self._translated(request, lowered, value)
             items.append((name, value))
         items.append(("Max-Forwards", str((max_forwards if max_forwards is not None else 70) - 1)))
@@ -945,7 +996,7 @@ class Proxy:
     def _remember_trunk_dialog(self, branch: _Branch) -> None:
         original, sent = branch.call.request, branch.request
         dialog = _TrunkDialog(branch.cseq_offset, original.headers.get("From"), _without_tag(original.to),
-                              sent.headers.get("From"), _without_tag(sent.to))
+                              sent.headers.get("From"), _without_tag(sent.to), branch.trunk)
         key = (original.call_id, original.from_.tag or "")
         self._trunk_dialogs[key] = dialog
         self._trunk_dialogs.move_to_end(key)
