@@ -124,6 +124,16 @@ class BearerAuthentication:
         self._parked_count -= len(waiting)
         actions = []
         if verdict.failure in bearer.SERVER_FAILURES:
+            # A parked INVITE goes back through the proxy, whose INVITE transaction carries the 503.
+            invites = [item for item in waiting if item[1].method == "INVITE"]
+            waiting = [item for item in waiting if item[1].method != "INVITE"]
+            if invites:
+                self._fresh_verdicts[cache_key] = verdict
+                try:
+                    for key, request, source in invites:
+                        actions += self.receive_untraced(request, source, now)
+                finally:
+                    del self._fresh_verdicts[cache_key]
             for key, request, source in waiting:
                 attempt = self._attempt(request, source, now, "rejected", Reason.AUTH_SERVER_FAILED, 503, "",
                                         verdict.reason)
@@ -160,4 +170,8 @@ class BearerAuthentication:
                                                          else "WWW-Authenticate")
             phrase = "Proxy Authentication Required" if proxy else "Unauthorized"
             return [*self._recorded(attempt), *self._finish(key, request, source, now, status, phrase, headers)]
+        if status == 503:
+            headers = [("Retry-After", RETRY_AFTER_SERVER_FAILURE)]
+            return [*self._recorded(attempt), *self._finish(key, request, source, now, 503, "Service Unavailable",
+                                                            headers)]
         return [*self._recorded(attempt), *self._finish(key, request, source, now, status, "Forbidden", headers)]

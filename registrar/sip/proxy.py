@@ -199,6 +199,8 @@ class Proxy:
         # Contacts and proxies of trunks: reached only by requests of a trunk dialog, so nobody
         # can use Regis to reach a carrier that trusts its address.
         self._trunk_contacts: OrderedDict = OrderedDict()
+        # INVITEs waiting for the authorization server (bearer callers), by transaction key.
+        self._parked: OrderedDict = OrderedDict()
         # Branches Timer C cancelled and forgot: their 487 still gets its ACK (§17.1.1.3).
         self._late_acks: OrderedDict = OrderedDict()
         self._timers: list = []
@@ -236,6 +238,8 @@ class Proxy:
         known = self._servers.get(key)
         if known is not None:
             return self._send(known.server.retransmitted())
+        if key in self._parked and self._parked[key] is not request:
+            return []  # a retransmission while the authorization server is asked: it is on its way
         destination = _response_destination(request, source)
         call = _Call(request, source, InviteServer(key, destination, source.reliable, self.t1), "", branches=[])
         self._servers[key] = call
@@ -260,7 +264,9 @@ class Proxy:
                 # Parked while the authorization server is asked: the INVITE comes back
                 # through here once it answers, and must not look like a retransmission.
                 self._servers.pop(key, None)
+                _bounded_put(self._parked, key, request, MAX_REMEMBERED_CONTACTS)
             return adopted
+        self._parked.pop(key, None)
         from_user = request.from_.uri.user_unescaped or ""
         if from_user != username:
             attempt = self.core._attempt(request, source, now, "rejected", Reason.AUTH_USER_MISMATCH, 403,
@@ -378,7 +384,17 @@ class Proxy:
 
     def cancel(self, request: Request, source, key, now: float) -> list:
         """CANCEL from the caller (§16.10): 200 for it, CANCEL down every branch, 487 up."""
-        call = self._servers.get(key[:-1] + ("INVITE",))
+        invite_key = key[:-1] + ("INVITE",)
+        call = self._servers.get(invite_key)
+        parked = self._parked.pop(invite_key, None)
+        if call is None and parked is not None:
+            # Cancelled while its token is checked: 487 now; its replay finds this answer.
+            destination = _response_destination(parked, source)
+            call = _Call(parked, source, InviteServer(invite_key, destination, source.reliable, self.t1), "",
+                         branches=[])
+            self._servers[invite_key] = call
+            return [*self.core._finish(key, request, source, now, 200, "OK"),
+                    *self._final_local(call, 487, "Request Terminated", now=now)]
         if call is None:
             return self.core._finish(key, request, source, now, 481, "Call/Transaction Does Not Exist")
         actions = self.core._finish(key, request, source, now, 200, "OK")
