@@ -198,3 +198,13 @@ def test_a_trunk_that_challenges_the_bye_is_answered_with_the_trunk_s_credential
     assert retry.cseq == (sent.cseq[0] + 1, "BYE") and "regis-out" in retry.headers.get("Proxy-Authorization")
     done = harness.feed(answer(retry, 200, "OK", "trunk"), TRUNK)
     assert [(m.status, m.cseq, d) for m, d in done] == [(200, (3, "BYE"), CALLER)]
+
+
+def test_a_database_that_never_answers_gets_the_caller_a_500_not_endless_ringing():
+    harness = SlowLookup()
+    sent = authenticated_invite(harness)
+    assert [m.status for m, _ in sent] == [100] and harness.pending
+    assert harness.core.next_deadline() <= NOW + 32
+    late = harness.tick(NOW + 33)
+    assert [m.status for m, _ in late] == [500]
+    assert harness.progress[-1].reason == "the database did not answer in time"

@@ -44,6 +44,8 @@ MAX_REMEMBERED_CONTACTS = 10_000
 MAX_TRUNK_DIALOGS = 10_000
 # A trunk that calls every answer stale would be answered for ever.
 MAX_STALE_ANSWERS = 2
+# How long a call may wait for the database to say where it goes (Timer B's 32 s).
+LOOKUP_TIMEOUT = 32.0
 # Identities a phone may assert only about itself (RFC 3325): what we forward is ours to say.
 IDENTITY_HEADERS = frozenset({"p-asserted-identity", "p-preferred-identity", "remote-party-id"})
 UNREACHABLE_TRANSPORTS = frozenset()
@@ -204,6 +206,7 @@ class Proxy:
         # Branches Timer C cancelled and forgot: their 487 still gets its ACK (§17.1.1.3).
         self._late_acks: OrderedDict = OrderedDict()
         self._timers: list = []
+        self._lookups: list = []  # (deadline, ticket) of calls waiting for the database
         self._order = itertools.count()
 
     # -- configuration ---------------------------------------------------------------
@@ -279,6 +282,7 @@ class Proxy:
         self._remember_contact(request, source)
         call.ticket = next(self.core._tickets)
         self._waiting[call.ticket] = call
+        heapq.heappush(self._lookups, (now + LOOKUP_TIMEOUT, call.ticket))
         trying = call.server.send(self._local_response(request, source, 100, "Trying"), 100, now)
         # Extension, dial plan, emergency number or refusal: the database decides (and records the call).
         return [*self._send(trying), LookupCallee(call.ticket, callee, username, request.call_id,
@@ -357,7 +361,8 @@ class Proxy:
         call = self._waiting.pop(ticket, None)
         if call is None:
             return []
-        return self._final_local(call, 500, "Server Internal Error", (("Retry-After", "5"),), now=now)
+        return self._final_local(call, 500, "Server Internal Error", (("Retry-After", "5"),), now=now,
+                                 why="the database did not answer in time")
 
     def ack(self, request: Request, source, now: float, looked_up: bool = False) -> list:
         try:
@@ -515,12 +520,21 @@ class Proxy:
     def next_deadline(self):
         while self._timers and self._timers[0][2].due != self._timers[0][0]:
             heapq.heappop(self._timers)
-        deadlines = [d for d in (self._timers[0][0] if self._timers else None, self._forwarded.next_deadline())
-                     if d is not None]
+        while self._lookups and self._lookups[0][1] not in self._waiting:
+            heapq.heappop(self._lookups)
+        deadlines = [d for d in (self._timers[0][0] if self._timers else None, self._forwarded.next_deadline(),
+                                 self._lookups[0][0] if self._lookups else None) if d is not None]
         return min(deadlines) if deadlines else None
 
     def tick(self, now: float) -> list:
         actions = []
+        while self._lookups and self._lookups[0][0] <= now:
+            _, ticket = heapq.heappop(self._lookups)
+            if ticket in self._waiting:
+                # The database never answered: the caller is told to try again, not left ringing.
+                call = self._waiting[ticket]
+                call.recorded = True
+                actions += self.callee_lookup_failed(ticket, now)
         while self._timers and self._timers[0][0] <= now:
             due, _, machine = heapq.heappop(self._timers)
             if machine.due != due:
