@@ -73,3 +73,12 @@ def test_the_snapshot_carries_the_flag_from_the_database():
     trunk = trunks.create_trunk(name="carrier", registrar_uri="sip:pbx.example.com", aor_user="4420",
                                 password="pw", register=False)
     assert trunks.trunk_snapshot()[trunk.pk].register is False
+
+
+@pytest.mark.django_db
+def test_the_dashboard_counts_only_trunks_that_keep_a_registration(admin_client):
+    trunks.create_trunk(name="carrier", registrar_uri="sip:pbx.example.com", aor_user="4420", password="pw",
+                        register=False)
+    trunks.create_trunk(name="backup", registrar_uri="sip:pbx2.example.com", aor_user="4421", password="pw")
+    page = text(admin_client.get("/"))
+    assert "of 1 trunk" in page and "of 2 trunks" not in page

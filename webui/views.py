@@ -797,8 +797,9 @@ TRUNK_HISTORY_LENGTH = 50
 
 
 def _trunk_counts() -> dict:
-    """The dashboard's trunk summary: how many there are, registered and failed."""
-    states = Trunk.objects.values_list("status__state", flat=True)
+    """The dashboard's trunk summary: how many keep a registration, registered and failed
+    (a trunk that carries calls only has nothing to be registered)."""
+    states = Trunk.objects.filter(register=True).values_list("status__state", flat=True)
     counts = {"total": 0, TrunkState.REGISTERED: 0, TrunkState.FAILED: 0}
     for state in states:
         counts["total"] += 1
