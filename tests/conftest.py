@@ -183,3 +183,38 @@ def bearer_setup(authorization_server):
         assert status == 200
 
     return token, revoke, authorization_server
+
+
+# The admin the relay_* browser fixtures create and log in as.
+BROWSER_ADMIN, BROWSER_ADMIN_PASSWORD = "boss", "browser-pw-7"
+
+
+@pytest.fixture
+def relay_daphne(transactional_db, settings, django_user_model):
+    """The web process alone (daphne) on a relay socket this test process publishes to: the
+    test plays runsip's part through the services, whose live events must reach open pages."""
+    from django.conf import settings as django_settings
+
+    from tests import browser as web
+    from tests import e2e
+
+    relay = web.relay_socket_path()
+    settings.LIVE_RELAY_SOCKET = relay
+    django_user_model.objects.create_superuser(BROWSER_ADMIN, "", BROWSER_ADMIN_PASSWORD)
+    server = web.Daphne(web.process_environment(e2e.database_url(django_settings.DATABASES["default"]), relay))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        web.remove_relay_socket(relay)
+
+
+@pytest.fixture
+def relay_page(chromium, relay_daphne):
+    """A chromium page on :func:`relay_daphne`, not yet logged in."""
+    from tests import browser as web
+
+    page = web.new_page(chromium, relay_daphne.url)
+    yield page
+    page.context.close()

@@ -9,6 +9,7 @@
   answering a SHA-256 challenge. It deliberately does not import the project's digest
   code: the point is to check the server against a second implementation.
 """
+import contextlib
 import csv
 import hashlib
 import os
@@ -187,6 +188,35 @@ class ManagedProcess:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+@contextlib.contextmanager
+def runsip_starter(database_url: str, **defaults):
+    """``start(**kwargs)`` runs a runsip on ``database_url`` (``defaults`` and ``kwargs`` go to
+    :class:`RunSip`) and returns it started; all are stopped on leaving, and a test whose
+    runsip died on the way fails with its output."""
+    import pytest
+
+    started = []
+
+    def start(env=None, **kwargs):
+        if env is not None:
+            kwargs["env"] = env
+        runsip = RunSip(database_url, **{**defaults, **kwargs})
+        started.append(runsip)
+        return runsip.start()
+
+    try:
+        yield start
+    finally:
+        deaths = []
+        for runsip in started:
+            died = runsip.died
+            runsip.stop()
+            if died:
+                deaths.append(f"(exit {runsip.process.returncode}):\n{runsip.output}")
+        if deaths:
+            pytest.fail("runsip died during the test " + "\n".join(deaths))
 
 
 class RunSip(ManagedProcess):

@@ -7,12 +7,11 @@ the same relay socket runsip uses; the open pages must change without a reload.
 import time
 
 import pytest
-from django.conf import settings as django_settings
 
 from registrar import services
 from registrar.models import Alert
 from tests import browser as web
-from tests import e2e
+from tests.conftest import BROWSER_ADMIN, BROWSER_ADMIN_PASSWORD
 from tests.test_api import register
 from tests.test_calls_api import place_call, progress
 
@@ -23,30 +22,12 @@ pytestmark = [
     pytest.mark.skipif(_missing is not None, reason=_missing or ""),
 ]
 
-ADMIN = "boss"
-ADMIN_PASSWORD = "browser-pw-8"
+ADMIN, ADMIN_PASSWORD = BROWSER_ADMIN, BROWSER_ADMIN_PASSWORD
 
 
 @pytest.fixture
-def daphne(transactional_db, settings, django_user_model):
-    """The web process alone, on the relay socket this process publishes to."""
-    relay = web.relay_socket_path()
-    settings.LIVE_RELAY_SOCKET = relay
-    django_user_model.objects.create_superuser(ADMIN, "", ADMIN_PASSWORD)
-    server = web.Daphne(web.process_environment(e2e.database_url(django_settings.DATABASES["default"]), relay))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        web.remove_relay_socket(relay)
-
-
-@pytest.fixture
-def page(chromium, daphne):
-    page = web.new_page(chromium, daphne.url)
-    yield page
-    page.context.close()
+def page(relay_page):
+    return relay_page
 
 
 @pytest.fixture
@@ -62,7 +43,7 @@ def no_console_errors(page):
         page.console_messages_seen
 
 
-def test_the_dashboard_shows_calls_and_emergency_alerts_live(page, daphne, extensions, tmp_path):
+def test_the_dashboard_shows_calls_and_emergency_alerts_live(page, extensions, tmp_path):
     web.login(page, ADMIN, ADMIN_PASSWORD)
     page.goto("/")
     assert page.locator("#count-active-calls").inner_text() == "0"
@@ -94,7 +75,7 @@ def test_the_dashboard_shows_calls_and_emergency_alerts_live(page, daphne, exten
     no_console_errors(page)
 
 
-def test_the_calls_page_follows_a_call_live(page, daphne, extensions, tmp_path):
+def test_the_calls_page_follows_a_call_live(page, extensions, tmp_path):
     web.login(page, ADMIN, ADMIN_PASSWORD)
     page.goto("/calls/")
     assert page.locator("#active-call-rows tr[data-call]").count() == 0

@@ -31,19 +31,9 @@ def regis(transactional_db, settings):
     services.set_soft_parameter("digest_algorithms", ["MD5"])
     for number in ("2001", "2002", "2003"):
         services.create_extension(number, PASSWORD)
-    started = []
-
-    def start():
-        runsip = e2e.RunSip(e2e.database_url(django_settings.DATABASES["default"]), env={"SIP_TIMER_T1_MS": "100"})
-        started.append(runsip)
-        return runsip.start()
-
-    yield start
-    for runsip in started:
-        died = runsip.died
-        runsip.stop()
-        if died:
-            pytest.fail(f"runsip died during the test:\n{runsip.output}")
+    with e2e.runsip_starter(e2e.database_url(django_settings.DATABASES["default"]),
+                            env={"SIP_TIMER_T1_MS": "100"}) as start:
+        yield start
 
 
 class SippPhone:

@@ -44,20 +44,8 @@ def sip_settings(settings):
 @pytest.fixture
 def start_runsip(transactional_db, sip_settings):
     """Start runsip (after arranging data); stopped, and checked alive, at teardown."""
-    url = e2e.database_url(django_settings.DATABASES["default"])
-    started = []
-
-    def start(**kwargs):
-        runsip = e2e.RunSip(url, **kwargs)
-        started.append(runsip)
-        return runsip.start()
-
-    yield start
-    for runsip in started:
-        died = runsip.died
-        runsip.stop()
-        if died:
-            pytest.fail(f"runsip died during the test (exit {runsip.process.returncode}):\n{runsip.output}")
+    with e2e.runsip_starter(e2e.database_url(django_settings.DATABASES["default"])) as start:
+        yield start
 
 
 @pytest.fixture

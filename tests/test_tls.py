@@ -52,20 +52,8 @@ def trusting(certificate):
 @pytest.fixture
 def start_runsip(transactional_db, settings):
     settings.SIP_DOMAIN = settings.SIP_REALM = e2e.SIP_DOMAIN
-    url = e2e.database_url(django_settings.DATABASES["default"])
-    started = []
-
-    def start(env, **kwargs):
-        runsip = e2e.RunSip(url, tls=True, env=env, **kwargs)
-        started.append(runsip)
-        return runsip.start()
-
-    yield start
-    for runsip in started:
-        died = runsip.died
-        runsip.stop()
-        if died:
-            pytest.fail(f"runsip died during the test (exit {runsip.process.returncode}):\n{runsip.output}")
+    with e2e.runsip_starter(e2e.database_url(django_settings.DATABASES["default"]), tls=True) as start:
+        yield start
 
 
 @pytest.fixture

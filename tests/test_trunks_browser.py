@@ -7,12 +7,11 @@ through the same relay socket runsip uses, and the open pages must change withou
 import time
 
 import pytest
-from django.conf import settings as django_settings
 
 from registrar import trunks
 from registrar.sip.uac import TrunkReport
 from tests import browser as web
-from tests import e2e
+from tests.conftest import BROWSER_ADMIN, BROWSER_ADMIN_PASSWORD
 
 _missing = web.missing_requirements()
 pytestmark = [
@@ -21,34 +20,16 @@ pytestmark = [
     pytest.mark.skipif(_missing is not None, reason=_missing or ""),
 ]
 
-ADMIN = "boss"
-ADMIN_PASSWORD = "browser-pw-7"
+ADMIN, ADMIN_PASSWORD = BROWSER_ADMIN, BROWSER_ADMIN_PASSWORD
 REALM_DETAIL = "realms do not match: server asked for 'asterisk', trunk expects 'pbx.example.com'"
 
 
 @pytest.fixture
-def daphne(transactional_db, settings, django_user_model):
-    """The web process alone, on the relay socket this process publishes to."""
-    relay = web.relay_socket_path()
-    settings.LIVE_RELAY_SOCKET = relay
-    django_user_model.objects.create_superuser(ADMIN, "", ADMIN_PASSWORD)
-    server = web.Daphne(web.process_environment(e2e.database_url(django_settings.DATABASES["default"]), relay))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        web.remove_relay_socket(relay)
+def page(relay_page):
+    return relay_page
 
 
-@pytest.fixture
-def page(chromium, daphne):
-    page = web.new_page(chromium, daphne.url)
-    yield page
-    page.context.close()
-
-
-def test_the_trunk_pages_follow_runsips_reports_live(page, daphne, tmp_path):
+def test_the_trunk_pages_follow_runsips_reports_live(page, tmp_path):
     trunk = trunks.create_trunk(name="carrier", registrar_uri="sip:pbx.example.com;transport=tcp",
                                 aor_user="4420", password="Upstream-pw-1", expected_realm="pbx.example.com")
     web.login(page, ADMIN, ADMIN_PASSWORD)
