@@ -394,23 +394,30 @@ class WorkerStatusSerializer(serializers.ModelSerializer):
         return round((timezone.now() - status.started_at).total_seconds(), 1)
 
 
-class AlertEventField(serializers.ChoiceField):
-    """An alert event; one enum in the schema (AlertEvent), however many fields use it."""
+def named_enum_field(name: str, choices) -> type:
+    """A ChoiceField over ``choices`` (a TextChoices) that the schema shows as one named enum
+    component, however many fields use it (drf-spectacular would otherwise inline a copy per field)."""
 
     def __init__(self, **kwargs):
-        super().__init__(choices=AlertEvent.choices, **kwargs)
+        serializers.ChoiceField.__init__(self, choices=choices.choices, **kwargs)
 
-
-class AlertEventFieldExtension(OpenApiSerializerFieldExtension):
-    target_class = AlertEventField
+    field = type(f"{name}Field", (serializers.ChoiceField,), {"__init__": __init__, "__doc__": f"One of {name}."})
 
     def map_serializer_field(self, auto_schema, direction):
         component = ResolvedComponent(
-            name="AlertEvent", type=ResolvedComponent.SCHEMA, object="AlertEvent",
-            schema={"type": "string", "enum": AlertEvent.values,
-                    "description": "\n".join(f"* `{value}` - {label}" for value, label in AlertEvent.choices)})
+            name=name, type=ResolvedComponent.SCHEMA, object=name,
+            schema={"type": "string", "enum": choices.values,
+                    "description": "\n".join(f"* `{value}` - {label}" for value, label in choices.choices)})
         auto_schema.registry.register_on_missing(component)
         return component.ref
+
+    # Subclassing registers the extension with drf-spectacular.
+    type(f"{name}FieldExtension", (OpenApiSerializerFieldExtension,),
+         {"target_class": field, "map_serializer_field": map_serializer_field})
+    return field
+
+
+AlertEventField = named_enum_field("AlertEvent", AlertEvent)
 
 
 class RecipientsField(serializers.ListField):
@@ -601,23 +608,7 @@ from registrar.choices import CallKind  # noqa: E402
 from registrar.models import Alert, Call, DialRule  # noqa: E402
 
 
-class CallKindField(serializers.ChoiceField):
-    """A call's kind; one enum in the schema (CallKind), apart from the soft parameters' kind."""
-
-    def __init__(self, **kwargs):
-        super().__init__(choices=CallKind.choices, **kwargs)
-
-
-class CallKindFieldExtension(OpenApiSerializerFieldExtension):
-    target_class = CallKindField
-
-    def map_serializer_field(self, auto_schema, direction):
-        component = ResolvedComponent(
-            name="CallKind", type=ResolvedComponent.SCHEMA, object="CallKind",
-            schema={"type": "string", "enum": CallKind.values,
-                    "description": "\n".join(f"* `{value}` - {label}" for value, label in CallKind.choices)})
-        auto_schema.registry.register_on_missing(component)
-        return component.ref
+CallKindField = named_enum_field("CallKind", CallKind)
 
 
 @extend_schema_field(str)
