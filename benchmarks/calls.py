@@ -52,7 +52,7 @@ UAS_SCENARIO = bench.BENCH_DIR / "call_uas.xml"
 CALLER_FIRST = 610_000
 CALLEE_FIRST = 620_000
 DB_NAME = "regis_bench_calls"
-DEFAULT_RATES = "50,100,200"
+DEFAULT_RATES = "25,50,75,100,150,200"
 
 
 # -- the database side (a Django subprocess: this orchestrator never imports Django) ------
@@ -172,7 +172,24 @@ class SippProcess:
         stats = rows[-1] if rows else {}
         return {"returncode": returncode, "wall_s": round(wall, 2), "stats": stats,
                 "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-                "errors": bench._error_summary(self.workdir / "errors.log")}
+                "errors": event_summary(self.workdir / "errors.log")}
+
+
+def event_summary(path: Path, limit: int = 5) -> list:
+    """The most frequent kinds of SIPp's error events (its timestamped lines, numbers blanked,
+    the message it quotes left out), most frequent first."""
+    if not path.exists():
+        return []
+    import re
+    from collections import Counter
+
+    kinds = Counter()
+    # SIPp runs its events together, on one line or several: split at each timestamp.
+    events = re.split(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ", path.read_text(errors="replace"))
+    for event in events[1:]:
+        text = event.split("'")[0].split(", received")[0].strip()
+        kinds[re.sub(r"\d+", "N", text)[:200]] += 1
+    return [f"{count} x {kind}" for kind, count in kinds.most_common(limit)]
 
 
 def register_callees(runsip, workdir: Path, pairs: int, uas_port: int) -> dict:
@@ -209,6 +226,10 @@ def _percentile(values: list, fraction: float):
     return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
 
 
+def runsip_errors(runsip) -> int:
+    return runsip.log_path.read_text(errors="replace").count(" ERROR ")
+
+
 def one_rate(ctx, rate: float, calls: int) -> dict:
     """The UAS, then the UAC at ``rate`` for ``calls`` calls; SIPp's numbers, CPU and the database's."""
     workdir = ctx.workdir / f"rate-{rate:g}"
@@ -222,6 +243,7 @@ def one_rate(ctx, rate: float, calls: int) -> dict:
         meter.start()
     server0, busy0, own0 = ctx.runsip.cpu(), bench.machine_busy_cpu(), bench.own_cpu()
     drops0 = bench.udp_socket_drops(ctx.runsip.port) or 0
+    errors0 = runsip_errors(ctx.runsip)
     started = time.perf_counter()
     uac = SippProcess([f"{bench.LOOPBACK}:{ctx.runsip.port}", "-sf", UAC_SCENARIO, "-t", "u1",
                        "-p", bench.free_udp_port(), "-m", calls, "-r", rate, "-rp", "1000",
@@ -235,6 +257,7 @@ def one_rate(ctx, rate: float, calls: int) -> dict:
     busy, own = bench.machine_busy_cpu() - busy0, bench.own_cpu() - own0
     db_split = meter.stop() if meter is not None else None
     drops = (bench.udp_socket_drops(ctx.runsip.port) or 0) - drops0
+    errors = runsip_errors(ctx.runsip) - errors0
 
     stats = caller["stats"]
     completed = bench._int(stats.get("SuccessfulCall(C)")) or 0
@@ -264,6 +287,7 @@ def one_rate(ctx, rate: float, calls: int) -> dict:
                      "p99": _percentile(setup, 0.99), "max": max(setup) if setup else None},
         "call_ms": {"samples": len(whole), "p50": _percentile(whole, 0.50), "p95": _percentile(whole, 0.95)},
         "server_drops": drops,
+        "runsip_error_lines": errors,  # ERROR lines runsip logged meanwhile (runsip.log in the work folder)
         "runsip_cpu_pct": round(100 * server / wall, 1),
         "db_cpu_pct": round(100 * db_cpu / wall, 1) if db_split else None,
         "sipp_cpu_pct": round(100 * sipp_cpu / wall, 1),

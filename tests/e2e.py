@@ -190,6 +190,10 @@ class ManagedProcess:
         self.stop()
 
 
+# What asyncio logs when a callback or task of runsip's raised: never part of a passing run.
+LOOP_ERRORS = ("Unhandled exception in event loop", "Task exception was never retrieved")
+
+
 @contextlib.contextmanager
 def runsip_starter(database_url: str, **defaults):
     """``start(**kwargs)`` runs a runsip on ``database_url`` (``defaults`` and ``kwargs`` go to
@@ -209,14 +213,18 @@ def runsip_starter(database_url: str, **defaults):
     try:
         yield start
     finally:
-        deaths = []
+        deaths, errors = [], []
         for runsip in started:
             died = runsip.died
             runsip.stop()
             if died:
                 deaths.append(f"(exit {runsip.process.returncode}):\n{runsip.output}")
+            elif any(sign in runsip.output for sign in LOOP_ERRORS):
+                errors.append(runsip.output)
         if deaths:
             pytest.fail("runsip died during the test " + "\n".join(deaths))
+        if errors:
+            pytest.fail("runsip's event loop met an unhandled exception:\n" + "\n".join(errors))
 
 
 class RunSip(ManagedProcess):

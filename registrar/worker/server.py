@@ -294,6 +294,7 @@ class SipWorker:
         self._ending_flows = False
         self._open_flows = set()
         self._ticker = None
+        self._ticker_due = 0.0
         self.tokens = TokenVerifier()
         self.tunnel_key = tunnel.tunnel_key()
 
@@ -447,11 +448,14 @@ class SipWorker:
         if deadline is None:
             return
         delay = max(0.0, deadline - time.time())
-        if self._ticker is not None and self._ticker.when() <= self.loop.time() + delay:
+        due = self.loop.time() + delay
+        # Kept ourselves: uvloop's call_later(0, ...) gives a plain Handle, without when().
+        if self._ticker is not None and self._ticker_due <= due:
             return
         if self._ticker is not None:
             self._ticker.cancel()
         self._ticker = self.loop.call_later(delay, self._tick)
+        self._ticker_due = due
 
     def _tick(self) -> None:
         self._ticker = None
