@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -78,6 +78,7 @@ class Route:
     trunk_config: TrunkConfig | None = None  # only when the call may go out through it
     rule: DialRule | None = None
     refusal: tuple | None = None
+    caller_name: str | None = None  # the calling extension's display name, when it was read
 
 
 @dataclass(frozen=True)
@@ -232,10 +233,14 @@ def _caller_refusal(caller: str, caller_extension) -> tuple | None:
 def decide_route(dialled: str, caller: str | None = None, *, emergency: EmergencySettings | None = None) -> Route:
     """Where a call from ``caller`` to ``dialled`` goes, reading only. With no ``caller``
     (the UI's preview) what the caller may dial is not checked."""
-    emergency = emergency or emergency_settings()
+    caller_extension = Extension.objects.filter(number=caller).first() if caller is not None else None
+    route = _decide_route(dialled, caller, caller_extension, emergency or emergency_settings())
+    return replace(route, caller_name=caller_extension.display_name if caller_extension is not None else "")
+
+
+def _decide_route(dialled: str, caller, caller_extension, emergency: EmergencySettings) -> Route:
     if dialled in emergency.numbers:
         return _emergency_route(dialled, emergency)
-    caller_extension = Extension.objects.filter(number=caller).first() if caller is not None else None
     permission = caller_extension.call_permission if caller_extension is not None else CallPermission.ALL
 
     def refused_caller():
@@ -326,7 +331,7 @@ def start_call(*, call_id, caller_tag, caller, dialled, source_ip, source_port, 
 def _start_call(row: dict) -> PlannedCall:
     emergency = emergency_settings()
     route = decide_route(row["dialled"], row["caller"], emergency=emergency)
-    caller_name = Extension.objects.filter(number=row["caller"]).values_list("display_name", flat=True).first() or ""
+    caller_name = route.caller_name or ""
     refused = route.refusal is not None
     defaults = dict(
         caller=row["caller"], caller_name=caller_name[:128], dialled=row["dialled"], callee=route.callee[:128],
@@ -338,7 +343,12 @@ def _start_call(row: dict) -> PlannedCall:
         status=route.refusal[0] if refused else None,
         reason=route.refusal[2][:255] if refused else "",
     )
-    call, _ = Call.objects.update_or_create(call_id=row["call_id"], caller_tag=row["caller_tag"], defaults=defaults)
+    try:
+        with transaction.atomic():
+            call = Call.objects.create(call_id=row["call_id"], caller_tag=row["caller_tag"], **defaults)
+    except IntegrityError:  # the same INVITE started again (a retransmission after a restart)
+        call, _ = Call.objects.update_or_create(call_id=row["call_id"], caller_tag=row["caller_tag"],
+                                                defaults=defaults)
     published = [call_changed(call, "ended" if refused else "started")]
     planned = dict(call_pk=call.pk, kind=route.kind, callee=route.callee, caller_name=caller_name,
                    bindings=list(route.bindings), trunk=route.trunk_config, refusal=route.refusal)
@@ -412,7 +422,7 @@ def record_call_progress(events) -> list:
     events = list(events)
     if not events:
         return []
-    published = []
+    published, changed = [], {}
     with transaction.atomic():
         call_ids = {_clip(event.call_id, 255) for event in events}
         calls = {(call.call_id, call.caller_tag): call
@@ -425,8 +435,11 @@ def record_call_progress(events) -> list:
                 continue
             action = _apply_progress(call, event)
             if action is not None:
-                call.save(update_fields=["state", "answered_at", "ended_at", "status", "reason"])
+                changed[call.pk] = call
                 published.append(call_changed(call, action))
+        if changed:
+            # One statement for the batch: ringing, answers and hang-ups arrive by the dozen under load.
+            Call.objects.bulk_update(list(changed.values()), ["state", "answered_at", "ended_at", "status", "reason"])
         if published:
             transaction.on_commit(lambda: live.publish(published))
     return published
