@@ -8,7 +8,7 @@ import pytest
 from registrar.sip import digest
 from registrar.sip.core import Credentials, RecordAttempt, RegistrarCore, SendMessage, Source
 from registrar.sip.message import parse_message
-from registrar.sip.proxy import CallRoute, CallTarget, LookupCallee, LookupContact
+from registrar.sip.proxy import CallProgress, CallRoute, CallTarget, LookupCallee, LookupContact
 from registrar.sip.reasons import Reason
 from tests.e2e import authorization, parse_challenge
 
@@ -39,6 +39,13 @@ class Harness:
         self.attempts = []
         self.lookups = []
         self.bindings_by_contact = {}
+        self.progress = []
+
+    def route_for(self, lookup: LookupCallee):
+        """What the database would answer (registrar.calls.start_call) for this call."""
+        if lookup.user not in self.extensions and lookup.user not in self.targets:
+            return CallRoute(refusal=(404, "Not Found", f"no extension or dial rule matches {lookup.user}"))
+        return self.targets.get(lookup.user, [])
 
     def feed(self, text, source, now=NOW):
         data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
@@ -55,13 +62,11 @@ class Harness:
                 sent.append((parse_message(action.data), action.destination))
             elif isinstance(action, RecordAttempt):
                 self.attempts.append(action.attempt)
+            elif isinstance(action, CallProgress):
+                self.progress.append(action)
             elif isinstance(action, LookupCallee):
                 self.lookups.append(action.user)
-                route = self.targets.get(action.user, [])
-                if action.user not in self.extensions and action.user not in self.targets:
-                    # What registrar.calls.start_call answers for a number nothing matches.
-                    route = CallRoute(refusal=(404, "Not Found", f"no extension or dial rule matches {action.user}"))
-                actions.extend(self.core.callee_found(action.ticket, route, now))
+                actions.extend(self.core.callee_found(action.ticket, self.route_for(action), now))
             elif isinstance(action, LookupContact):
                 self.lookups.append(action.contact_uri)
                 found = self.bindings_by_contact.get(action.contact_uri)

@@ -7,7 +7,7 @@ a CANCEL during the lookup, or a branch Timer C cancelled.
 """
 from registrar.sip.core import Source
 from registrar.sip.invite import TIMER_C
-from registrar.sip.proxy import CallProgress, CallRoute, LookupCallee, TrunkLeg
+from registrar.sip.proxy import CallRoute, LookupCallee, TrunkLeg
 from tests.test_proxy import (CALLER, NOW, PHONE_A, REALM, US, Harness, answer, authenticated_invite, forked,
                               invite)
 from tests.test_proxy_trunk import LEG, TRUNK, TrunkHarness, challenge, outbound_invite, requests_to
@@ -140,18 +140,11 @@ class SlowLookup(Harness):
 
     def __init__(self):
         super().__init__()
-        self.pending, self.progress = [], []
+        self.pending = []
 
     def run(self, actions, now):
-        kept = []
-        for action in actions:
-            if isinstance(action, LookupCallee):
-                self.pending.append(action)
-            elif isinstance(action, CallProgress):
-                self.progress.append(action)
-            else:
-                kept.append(action)
-        return super().run(kept, now)
+        self.pending += [action for action in actions if isinstance(action, LookupCallee)]
+        return super().run([action for action in actions if not isinstance(action, LookupCallee)], now)
 
 
 def test_a_cancel_while_the_database_decides_ends_the_call_record():

@@ -4,9 +4,9 @@ caller back its own From, To and CSeq, keeps the caller's later requests in step
 the trunk's CSeq, and reports the call's progress for its record.
 """
 from registrar.sip import digest
-from registrar.sip.core import SendMessage, Source
+from registrar.sip.core import Source
 from registrar.sip.message import parse_message
-from registrar.sip.proxy import CallProgress, CallRoute, CallTarget, LookupCallee, LookupContact, TrunkLeg
+from registrar.sip.proxy import CallRoute, CallTarget, TrunkLeg
 from tests.test_proxy import CALLER, REALM, Harness, answer, authenticated_invite
 
 TRUNK = Source("udp", "198.51.100.5", 5070)
@@ -18,23 +18,11 @@ class TrunkHarness(Harness):
     def __init__(self, leg=LEG):
         super().__init__()
         self.leg = leg
-        self.progress = []
         self.asked = []
 
-    def run(self, actions, now):
-        sent = []
-        while actions:
-            action = actions.pop(0)
-            if isinstance(action, SendMessage):
-                sent.append((parse_message(action.data), action.destination))
-            elif isinstance(action, CallProgress):
-                self.progress.append(action)
-            elif isinstance(action, LookupCallee):
-                self.asked.append(action)
-                actions.extend(self.core.callee_found(action.ticket, CallRoute(trunk=self.leg), now))
-            elif isinstance(action, LookupContact):
-                actions.extend(self.core.contact_found(action.ticket, None, now))  # no binding has it
-        return sent
+    def route_for(self, lookup):
+        self.asked.append(lookup)
+        return CallRoute(trunk=self.leg)
 
 
 def challenge(request, status=407, realm="carrier.test", nonce="n1", stale=False):
